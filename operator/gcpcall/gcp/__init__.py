@@ -1,0 +1,1 @@
+"""gcp layer (see architecture.md)."""

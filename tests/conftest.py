@@ -1,0 +1,186 @@
+"""Session fixtures: the real kube-apiserver (with etcd) for every test that needs Kubernetes.
+
+Why the real server: CRD validation (OpenAPI and CEL), the status subresource, printer
+columns and RBAC are only proven by the real thing. The server is the Go program in
+`tests/controlplane`, built once per machine by `make controlplane` into `.bin/`.
+
+The server starts lazily: unit and emulator tests that do not ask for these fixtures never
+start it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("GCPCALL_BIN_DIR", REPO / ".bin"))
+CRDS = REPO / "crds"
+
+
+@dataclass
+class ControlPlane:
+    """A running API server: where it is and how to talk to it as the admin."""
+
+    kubeconfig: str
+    server: str
+    token: str
+    ca_file: str
+    issuer: str
+    workdir: Path
+    log_path: Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run our kubectl (same version as the server) against this server."""
+        proc = subprocess.run(
+            [str(BIN / "kubectl"), "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+
+def _start_controlplane(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], Path]:
+    binary = BIN / "controlplane"
+    if not binary.exists():
+        raise pytest.UsageError(
+            f"{binary.relative_to(REPO)} is missing: run `make controlplane` first"
+        )
+    log_path = workdir / "controlplane.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [str(binary), "--dir", str(workdir / "state")],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 180
+    line = b""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(b"KUBECONFIG="):
+            break
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"controlplane exited early; see {log_path}")
+    else:
+        proc.kill()
+        raise RuntimeError(f"controlplane not ready in 180 s; see {log_path}")
+    info = json.loads((workdir / "state" / "info.json").read_text())
+    return proc, info, log_path
+
+
+@pytest.fixture(scope="session")
+def controlplane(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    workdir = tmp_path_factory.mktemp("controlplane")
+    proc, info, log_path = _start_controlplane(workdir)
+    cp = ControlPlane(
+        kubeconfig=info["kubeconfig"],
+        server=info["server"],
+        token=info["token"],
+        ca_file=info["caFile"],
+        issuer=info["issuer"],
+        workdir=workdir,
+        log_path=log_path,
+    )
+    failed_before = request.session.testsfailed
+    try:
+        if CRDS.is_dir() and any(CRDS.glob("*.yaml")):
+            cp.kubectl("apply", "--server-side", "-f", str(CRDS))
+            cp.kubectl(
+                "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
+            )
+        yield cp
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if request.session.testsfailed > failed_before:
+            print(f"\ncontrolplane log kept at {log_path}")
+
+
+@pytest.fixture(scope="session")
+def k8s(controlplane: ControlPlane) -> k8s_client.ApiClient:
+    """An admin client (system:masters) for the test server."""
+    return k8s_config.new_client_from_config(config_file=controlplane.kubeconfig)
+
+
+@pytest.fixture
+def namespace(k8s: k8s_client.ApiClient, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace per test (never deleted: there is no namespace controller)."""
+    base = request.node.name.lower()
+    cleaned = "".join(c if c.isalnum() else "-" for c in base)[:40].strip("-") or "t"
+    name = f"{cleaned}-{uuid.uuid4().hex[:6]}"
+    k8s_client.CoreV1Api(k8s).create_namespace(
+        k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=name))
+    )
+    return name
+
+
+def ensure_service_account(
+    k8s: k8s_client.ApiClient, namespace: str, name: str, annotations: dict[str, str] | None = None
+) -> None:
+    core = k8s_client.CoreV1Api(k8s)
+    body = k8s_client.V1ServiceAccount(
+        metadata=k8s_client.V1ObjectMeta(name=name, annotations=annotations)
+    )
+    try:
+        core.create_namespaced_service_account(namespace, body)
+    except k8s_client.ApiException as e:
+        if e.status != 409:
+            raise
+
+
+def service_account_token(
+    k8s: k8s_client.ApiClient, namespace: str, name: str, audiences: list[str] | None = None
+) -> str:
+    core = k8s_client.CoreV1Api(k8s)
+    req = k8s_client.AuthenticationV1TokenRequest(
+        spec=k8s_client.V1TokenRequestSpec(audiences=audiences or [], expiration_seconds=3600)
+    )
+    resp = core.create_namespaced_service_account_token(name, namespace, req)
+    return str(resp.status.token)
+
+
+@pytest.fixture
+def sa_api_client(
+    k8s: k8s_client.ApiClient, controlplane: ControlPlane
+) -> Callable[[str, str], k8s_client.ApiClient]:
+    """A factory: an API client authenticated as a ServiceAccount, so RBAC applies."""
+
+    def make(namespace: str, sa_name: str) -> k8s_client.ApiClient:
+        ensure_service_account(k8s, namespace, sa_name)
+        token = service_account_token(k8s, namespace, sa_name)
+        cfg = k8s_client.Configuration()
+        cfg.host = controlplane.server
+        cfg.ssl_ca_cert = controlplane.ca_file
+        cfg.api_key = {"authorization": token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        return k8s_client.ApiClient(cfg)
+
+    return make
