@@ -22,7 +22,10 @@ from typing import Any, cast
 import aiohttp
 import yaml
 
-__all__ = ["Connection", "KubeClient", "KubeError", "load_connection"]
+__all__ = ["Connection", "KubeClient", "KubeError", "ObjectRef", "load_connection"]
+
+GROUP = "gcpcall.dev"
+VERSION = "v1alpha1"
 
 _SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -97,6 +100,25 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         key_path=file_or_data("client-key", "client-key-data", user),
         default_namespace=ctx.get("namespace"),
     )
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Which object of ours: enough to patch its status and to post events about it."""
+
+    kind: str  # "ScheduledGcpCall" | "GcpTask"
+    plural: str  # "scheduledgcpcalls" | "gcptasks"
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{GROUP}/{VERSION}"
+
+    @property
+    def path(self) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{self.plural}/{self.name}"
 
 
 class KubeError(Exception):
@@ -202,15 +224,22 @@ class KubeClient:
         status = doc.get("status", {})
         return str(status.get("token", "")), str(status.get("expirationTimestamp", ""))
 
-    async def patch_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str,
-        status: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource (lists such as conditions are replaced whole).
+
+        The uid precondition makes a patch for a deleted-and-recreated object fail (409)
+        instead of landing on the new object.
+        """
         return await self.request(
             "PATCH",
-            f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}/status",
-            body={"status": dict(status)},
+            ref.path + "/status",
+            body={"metadata": {"uid": ref.uid}, "status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
+    async def patch_metadata(self, ref: ObjectRef, metadata: Mapping[str, Any]) -> None:
+        await self.request(
+            "PATCH", ref.path, body={"metadata": dict(metadata)},
             content_type="application/merge-patch+json",
         )
 

@@ -1,0 +1,157 @@
+"""The Cloud Scheduler adapter: the only code that talks to Cloud Scheduler.
+
+Why an adapter: the reconcilers speak in jobs and identities; this module turns that into
+RPCs with the identity's token on each call, the project's quota respected, every call
+counted by method and code, and NOT_FOUND answered as `None` where "absent" is a normal
+answer. Retries are not done here: errors go up to the one classifier (`gcp.errors`), so
+that backoff is decided in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.cloud import scheduler_v1
+from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
+    CloudSchedulerGrpcAsyncIOTransport,
+)
+from google.protobuf import field_mask_pb2
+
+from gcpcall.gcp.identity import GoogleIdentity
+from gcpcall.gcp.ratelimit import QuotaLimiter
+from gcpcall.observe.metrics import GOOGLE_CALLS
+
+__all__ = ["SchedulerAdapter"]
+
+T = TypeVar("T")
+
+_TIMEOUT = 30.0
+# Cloud Scheduler's quotas, per project and minute.
+_QUOTAS = {"read": 1250.0, "write": 500.0}
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.grpc_status_code is not None:
+        return str(exc.grpc_status_code.name)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return str(exc.code().name)
+    return "UNKNOWN"
+
+
+def _project_of(name: str) -> str:
+    parts = name.split("/")
+    return parts[1] if len(parts) > 1 and parts[0] == "projects" else ""
+
+
+class SchedulerAdapter:
+    """Find/create/update/delete/pause/resume/run/list Cloud Scheduler jobs."""
+
+    def __init__(self, channel: grpc.aio.Channel, limiter: QuotaLimiter | None = None) -> None:
+        transport = CloudSchedulerGrpcAsyncIOTransport(channel=channel)
+        self._client = scheduler_v1.CloudSchedulerAsyncClient(transport=transport)
+        self._limiter = limiter or QuotaLimiter(_QUOTAS)
+
+    async def _call(
+        self, method: str, name: str, kind: str, fn: Callable[[], Awaitable[T]]
+    ) -> T:
+        await self._limiter.acquire(_project_of(name), kind)
+        try:
+            result = await fn()
+        except Exception as exc:
+            GOOGLE_CALLS.labels("cloudscheduler", method, _code_of(exc)).inc()
+            raise
+        GOOGLE_CALLS.labels("cloudscheduler", method, "OK").inc()
+        return result
+
+    async def get_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job | None:
+        try:
+            return await self._call(
+                "GetJob", name, "read",
+                lambda: self._client.get_job(
+                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+                ),
+            )
+        except gexc.NotFound:
+            return None
+
+    async def create_job(
+        self, parent: str, job: scheduler_v1.Job, identity: GoogleIdentity
+    ) -> scheduler_v1.Job:
+        return await self._call(
+            "CreateJob", parent, "write",
+            lambda: self._client.create_job(
+                parent=parent, job=job, retry=None, timeout=_TIMEOUT,
+                metadata=identity.grpc_metadata(),
+            ),
+        )
+
+    async def update_job(
+        self, job: scheduler_v1.Job, mask: list[str], identity: GoogleIdentity
+    ) -> scheduler_v1.Job:
+        return await self._call(
+            "UpdateJob", job.name, "write",
+            lambda: self._client.update_job(
+                job=job, update_mask=field_mask_pb2.FieldMask(paths=mask), retry=None,
+                timeout=_TIMEOUT, metadata=identity.grpc_metadata(),
+            ),
+        )
+
+    async def delete_job(self, name: str, identity: GoogleIdentity) -> bool:
+        """Delete; False when the job was already gone (that counts as done)."""
+        try:
+            await self._call(
+                "DeleteJob", name, "write",
+                lambda: self._client.delete_job(
+                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+                ),
+            )
+        except gexc.NotFound:
+            return False
+        return True
+
+    async def pause_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job:
+        return await self._call(
+            "PauseJob", name, "write",
+            lambda: self._client.pause_job(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
+
+    async def resume_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job:
+        return await self._call(
+            "ResumeJob", name, "write",
+            lambda: self._client.resume_job(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
+
+    async def run_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job:
+        return await self._call(
+            "RunJob", name, "write",
+            lambda: self._client.run_job(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
+
+    async def list_jobs(self, parent: str, identity: GoogleIdentity) -> list[scheduler_v1.Job]:
+        """Every job under `parent` (all pages: each page is one counted call)."""
+        jobs: list[scheduler_v1.Job] = []
+        token = ""
+        while True:
+            request = scheduler_v1.ListJobsRequest(parent=parent, page_size=500, page_token=token)
+            pager = await self._call(
+                "ListJobs", parent, "read",
+                lambda: self._client.list_jobs(
+                    request=request, retry=None, timeout=_TIMEOUT,
+                    metadata=identity.grpc_metadata(),
+                ),
+            )
+            # The pager proxies its first page's fields; we page ourselves so that each
+            # page is rate limited and counted.
+            jobs.extend(pager.jobs)
+            token = pager.next_page_token
+            if not token:
+                return jobs
