@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
@@ -303,6 +304,26 @@ class TokenIssuer:
         )
         return signing_input + "." + _b64url(signature)
 
+    def verify_id_token(self, token: str) -> dict[str, Any] | None:
+        """The claims of an unexpired ID token this issuer signed; None otherwise."""
+        try:
+            header_part, claims_part, signature_part = token.split(".")
+            header = json.loads(_b64url_decode(header_part))
+            claims: dict[str, Any] = json.loads(_b64url_decode(claims_part))
+            if header.get("kid") != self.key_id or header.get("alg") != "RS256":
+                return None
+            self._key.public_key().verify(
+                _b64url_decode(signature_part),
+                f"{header_part}.{claims_part}".encode("ascii"),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except (ValueError, InvalidSignature, UnicodeError):
+            return None
+        if float(claims.get("exp", 0)) <= self._now():
+            return None
+        return claims
+
     def access_token(self, email: str, scopes: Sequence[str], lifetime: int = 3600) -> str:
         """An opaque OAuth access token, remembered so `access_token_info()` knows it."""
         token = "ya29.emu." + secrets.token_urlsafe(32)
@@ -349,6 +370,10 @@ class TokenIssuer:
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _b64url_json(value: Mapping[str, Any]) -> str:

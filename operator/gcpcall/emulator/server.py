@@ -1,0 +1,239 @@
+"""The emulator process: one gRPC server for the Google services, one HTTP server beside it.
+
+Why: tests start the emulator in-process on ephemeral ports, the demo and users start it
+as `gcpcall-operator emulator`; both need the same assembly of the shared core (clock,
+dispatcher, token issuer, faults, call log), the Cloud Scheduler and Cloud Tasks halves,
+and the HTTP routes (certs, tokeninfo, admin API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from gcpcall.emulator.admin import add_core_routes, parse_status_code
+from gcpcall.emulator.core import CallLog, Clock, Dispatcher, FaultInjector, TokenIssuer
+from gcpcall.emulator.scheduler import SchedulerService
+from gcpcall.emulator.scheduler import add_admin_routes as add_scheduler_routes
+
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "Emulator", "main", "parse_args"]
+
+DEFAULT_GRPC_PORT = 8123
+DEFAULT_HTTP_PORT = 8124
+_TASKS_MODULE = "gcpcall.emulator.tasks"
+
+log = logging.getLogger(__name__)
+
+
+class Emulator:
+    """Cloud Scheduler v1 and Cloud Tasks v2 over gRPC, plus the emulator's HTTP routes.
+
+    Attributes shared by both service halves: `clock`, `dispatcher`, `tokens`, `faults`,
+    `calls`. After `start()`: `grpc_port`, `http_port`, `grpc_target`, `http_url`.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        host_map: Mapping[str, str] | None = None,
+        issuer: str = "https://accounts.google.com",
+        tokens: TokenIssuer | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
+        self.clock = Clock()
+        self.dispatcher = Dispatcher(host_map, clock=self.clock)
+        self.tokens = tokens or TokenIssuer(issuer)
+        self.faults = FaultInjector(seed)
+        self.calls = CallLog()
+        self.scheduler = SchedulerService(self)
+        self.tasks: Any = _tasks_service(self)
+        self.grpc_port = 0
+        self.http_port = 0
+        self.app = web.Application()
+        add_core_routes(self.app, self)
+        add_scheduler_routes(self.app, self.scheduler)
+        if self.tasks is not None:
+            add_tasks_routes = getattr(sys.modules[_TASKS_MODULE], "add_admin_routes", None)
+            if add_tasks_routes is not None:
+                add_tasks_routes(self.app, self.tasks)
+        self._grpc_server: Any = None
+        self._http_runner: web.AppRunner | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port for a gRPC channel (or a client's api_endpoint)."""
+        return f"{_url_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP routes, e.g. http://127.0.0.1:8124."""
+        return f"http://{_url_host(self.host)}:{self.http_port}"
+
+    def services(self) -> list[Any]:
+        """The service halves running in this emulator."""
+        return [s for s in (self.scheduler, self.tasks) if s is not None]
+
+    async def start(self, grpc_port: int = 0, http_port: int = 0) -> None:
+        """Bind both servers (port 0 picks a free one) and start the service loops."""
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(tuple(s.generic_handler() for s in self.services()))
+        bound = server.add_insecure_port(f"{_url_host(self.host)}:{grpc_port}")
+        if not bound:
+            raise OSError(f"cannot bind gRPC port {grpc_port} on {self.host}")
+        await server.start()
+        self._grpc_server, self.grpc_port = server, bound
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, http_port)
+        await site.start()
+        self._http_runner = runner
+        self.http_port = _bound_port(runner, http_port)
+        for service in self.services():
+            await service.start()
+
+    async def stop(self) -> None:
+        """Stop the service loops and both servers; close outgoing connections."""
+        for service in self.services():
+            await service.stop()
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace=0.2)
+            self._grpc_server = None
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+            self._http_runner = None
+        await self.dispatcher.close()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _tasks_service(core: Emulator) -> Any:
+    """The Cloud Tasks half, when its module is installed (it is written separately)."""
+    try:
+        module = importlib.import_module(_TASKS_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != _TASKS_MODULE:
+            raise
+        log.warning("Cloud Tasks is not emulated: %s is missing", _TASKS_MODULE)
+        return None
+    return module.TasksService(core)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line of `gcpcall-operator emulator`."""
+    parser = argparse.ArgumentParser(
+        prog="gcpcall-operator emulator",
+        description="Run the local Google Cloud emulator (Cloud Scheduler v1, Cloud Tasks v2).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="0: any")
+    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="0: any")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault injector")
+    parser.add_argument(
+        "--issuer", default="https://accounts.google.com", help="`iss` of minted ID tokens"
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="METHOD=CODE:RATE[:LATENCY]",
+        help='e.g. "GetJob=UNAVAILABLE:0.5" or "*=INTERNAL:0.1:0.2"; repeatable',
+    )
+    parser.add_argument(
+        "--host-map",
+        action="append",
+        default=[],
+        metavar="HOST=URL[,HOST=URL...]",
+        help="route https://HOST/... to URL, e.g. compute.googleapis.com=http://127.0.0.1:8089",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(list(argv))
+    try:
+        args.faults = [_parse_fault(text) for text in args.fault]
+        args.hosts = _parse_host_map(args.host_map)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def _parse_fault(text: str) -> tuple[str, grpc.StatusCode, float, float]:
+    method, sep, rest = text.partition("=")
+    parts = rest.split(":")
+    if not sep or not method or len(parts) not in (2, 3):
+        raise ValueError(f"--fault {text!r}: expected METHOD=CODE:RATE[:LATENCY]")
+    latency = float(parts[2]) if len(parts) == 3 else 0.0
+    return method, parse_status_code(parts[0]), float(parts[1]), latency
+
+
+def _parse_host_map(values: Sequence[str]) -> dict[str, str]:
+    hosts: dict[str, str] = {}
+    for value in values:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            host, sep, url = item.partition("=")
+            if not sep or not host or not url.startswith(("http://", "https://")):
+                raise ValueError(f"--host-map {item!r}: expected HOST=http(s)://...")
+            hosts[host] = url
+    return hosts
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Run until SIGTERM or SIGINT, printing the bound ports as one JSON line when ready."""
+    emulator = Emulator(seed=args.seed, host_map=args.hosts, issuer=args.issuer, host=args.host)
+    for method, code, rate, latency in args.faults:
+        emulator.faults.set(method, code, rate, latency)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await emulator.start(args.grpc_port, args.http_port)
+    try:
+        ready = {"grpc_port": emulator.grpc_port, "http_port": emulator.http_port}
+        print(json.dumps(ready), flush=True)
+        await stopping.wait()
+    finally:
+        await emulator.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`gcpcall-operator emulator [--grpc-port N] [--http-port N] [--seed N] ...`."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    asyncio.run(serve(args))
+    return 0
