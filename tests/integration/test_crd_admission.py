@@ -347,6 +347,13 @@ INVALID: list[Any] = [
     ),
     pytest.param(
         SGC,
+        set_path("target.headers", [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]),
+        "spec.target.headers",
+        "unique, ignoring case",
+        id="sgc-duplicate-header-ignoring-case",
+    ),
+    pytest.param(
+        SGC,
         set_path("target.method", "GET"),
         "spec.target.body",
         "POST, PUT or PATCH",
