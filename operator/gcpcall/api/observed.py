@@ -1,0 +1,104 @@
+"""What the operator observed of a Google resource, as plain values.
+
+Why plain values: `api/` may not import Google libraries, yet it builds status from what
+Google reports. The gcp/ readers turn a fetched `Job`/`Task` proto into these frozen
+dataclasses; status building and its tests then never touch a proto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = [
+    "RPC_CODE_NAMES",
+    "ObservedAttempt",
+    "ObservedJob",
+    "ObservedQueue",
+    "ObservedTask",
+    "format_time",
+    "parse_time",
+    "rpc_code_name",
+]
+
+# google.rpc.Code, by number (api/ cannot import grpc to look them up).
+RPC_CODE_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+
+def rpc_code_name(code: int) -> str:
+    return RPC_CODE_NAMES[code] if 0 <= code < len(RPC_CODE_NAMES) else f"CODE_{code}"
+
+
+def format_time(when: datetime) -> str:
+    """RFC 3339 in UTC with whole seconds, as Kubernetes writes `metav1.Time`.
+
+    One format everywhere so that a value read back from the API server compares equal to
+    the one we would write, and no status patch is sent for an unchanged time.
+    """
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 time as written in status (`...Z` or with an offset) -> aware UTC.
+
+    Raises ValueError for anything else; a naive value is taken as UTC.
+    """
+    parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """A Cloud Scheduler job as last read. Times are aware datetimes or None."""
+
+    name: str
+    state: str  # ENABLED | PAUSED | DISABLED | UPDATE_FAILED | STATE_UNSPECIFIED
+    description: str = ""
+    next_run_time: datetime | None = None  # Job.schedule_time
+    last_attempt_time: datetime | None = None
+    status_code: int | None = None  # Job.status.code; None when Google reports no status
+    status_message: str = ""
+    user_update_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObservedAttempt:
+    """One Cloud Tasks dispatch attempt. `code` is None while no response was seen."""
+
+    dispatch_time: datetime
+    schedule_time: datetime | None = None
+    response_time: datetime | None = None
+    code: int | None = None
+    message: str = ""
+    http_status: int | None = None  # known to the relay only
+
+
+@dataclass(frozen=True)
+class ObservedTask:
+    """A Cloud Tasks task as last read."""
+
+    name: str
+    schedule_time: datetime | None = None
+    create_time: datetime | None = None
+    dispatch_count: int = 0
+    response_count: int = 0
+    first_attempt_time: datetime | None = None  # Task.first_attempt.dispatch_time
+    last_attempt: ObservedAttempt | None = None
+
+
+@dataclass(frozen=True)
+class ObservedQueue:
+    """What the GcpTask outcome rule needs to know of a Cloud Tasks queue."""
+
+    name: str
+    paused: bool = False
+    max_attempts: int | None = None  # None: unlimited (-1) or unknown

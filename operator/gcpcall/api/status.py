@@ -1,0 +1,268 @@
+"""Status of a ScheduledGcpCall: Ready, LastRunSucceeded, and the run history.
+
+Why pure: the reconciler (Ready), the batched sync (runs, state, nextRunTime) and the relay
+(runs with their operation) all write this status. Building it here from plain observed
+values makes the three agree on one shape, and `status_patch` then sends only changes.
+Shared pieces (conditions, patch, run records) are re-exported for a single import point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from gcpcall.api.conditions import (
+    Condition,
+    ConditionStatus,
+    set_condition,
+    status_patch,
+)
+from gcpcall.api.observed import ObservedJob, format_time, parse_time, rpc_code_name
+
+__all__ = [
+    "LAST_RUN_SUCCEEDED",
+    "READY",
+    "Condition",
+    "ConditionStatus",
+    "LastRunReason",
+    "OperationRecord",
+    "ReadyReason",
+    "RunRecord",
+    "RunResult",
+    "attempt_message",
+    "desired_call_status",
+    "job_fields",
+    "last_run_condition",
+    "merge_runs",
+    "parse_time",
+    "ready_condition",
+    "run_from_job",
+    "set_condition",
+    "status_patch",
+]
+
+READY = "Ready"
+LAST_RUN_SUCCEEDED = "LastRunSucceeded"
+_DEADLINE_EXCEEDED = 4
+
+
+class ReadyReason(StrEnum):
+    UP_TO_DATE = "UpToDate"
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    PAUSED = "Paused"
+    INVALID_SPEC = "InvalidSpec"
+    IDENTITY_NOT_READY = "IdentityNotReady"
+    PERMISSION_DENIED = "PermissionDenied"
+    NOT_FOUND = "NotFound"
+    GCP_ERROR = "GcpError"
+    DELETING = "Deleting"
+    DELETION_BLOCKED = "DeletionBlocked"
+    ADOPTION_REFUSED = "AdoptionRefused"  # a job of the same id carries another marker
+    CREATED = "Created"  # GcpTask: the task exists in Cloud Tasks
+    QUEUE_NOT_FOUND = "QueueNotFound"  # GcpTask
+
+
+# The job (task) exists as specified: Ready=True. Everything else is Ready=False.
+_READY_TRUE = frozenset({ReadyReason.UP_TO_DATE, ReadyReason.PAUSED, ReadyReason.CREATED})
+
+
+class LastRunReason(StrEnum):
+    SUCCEEDED = "Succeeded"
+    TARGET_ERROR = "TargetError"
+    OPERATION_FAILED = "OperationFailed"
+    OPERATION_RUNNING = "OperationRunning"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    NO_RUN_YET = "NoRunYet"
+
+
+class RunResult(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    RUNNING = "Running"
+    UNKNOWN = "Unknown"
+
+
+def ready_condition(reason: ReadyReason, message: str = "") -> Condition:
+    status = ConditionStatus.TRUE if reason in _READY_TRUE else ConditionStatus.FALSE
+    return Condition(READY, status, reason.value, message)
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """A long-running operation the relay followed (Relay with operation.follow)."""
+
+    name: str
+    done: bool
+    error_code: int | None = None
+    error_message: str = ""
+    response: Mapping[str, Any] | None = None  # already trimmed by the relay
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "done": self.done}
+        if self.error_code is not None:
+            out["error"] = {"code": self.error_code, "message": self.error_message}
+        if self.response is not None:
+            out["response"] = dict(self.response)
+        return out
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as `status.runs[]` shows it."""
+
+    attempt_time: datetime
+    result: RunResult
+    schedule_time: datetime | None = None
+    finish_time: datetime | None = None
+    code: int | None = None
+    http_status: int | None = None
+    message: str = ""
+    operation: OperationRecord | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.schedule_time is not None:
+            out["scheduleTime"] = format_time(self.schedule_time)
+        out["attemptTime"] = format_time(self.attempt_time)
+        if self.finish_time is not None:
+            out["finishTime"] = format_time(self.finish_time)
+        out["result"] = self.result.value
+        if self.code is not None:
+            out["code"] = self.code
+        if self.http_status is not None:
+            out["httpStatus"] = self.http_status
+        if self.message:
+            out["message"] = self.message
+        if self.operation is not None:
+            out["operation"] = self.operation.to_status()
+        return out
+
+
+def attempt_message(code: int, http_status: int | None, host: str, detail: str) -> str:
+    """`HTTP 403 PERMISSION_DENIED from compute.googleapis.com: detail` (parts when known)."""
+    head = f"HTTP {http_status} " if http_status is not None else ""
+    text = f"{head}{rpc_code_name(code)}" + (f" from {host}" if host else "")
+    return f"{text}: {detail}" if detail else text
+
+
+def run_from_job(
+    job: ObservedJob, *, target_host: str = "", schedule_time: datetime | None = None
+) -> RunRecord | None:
+    """The run a job's `last_attempt_time`/`status` describe; None before the first attempt.
+
+    `schedule_time` is the job's previous `nextRunTime`, when the caller knows it (Cloud
+    Scheduler reports only the next one). Direct delivery never knows the HTTP status.
+    """
+    if job.last_attempt_time is None:
+        return None
+    code = job.status_code or 0
+    result = RunResult.SUCCEEDED if code == 0 else RunResult.FAILED
+    message = "" if code == 0 else attempt_message(code, None, target_host,
+                                                   job.status_message)
+    if schedule_time is not None and schedule_time > job.last_attempt_time:
+        schedule_time = None
+    return RunRecord(attempt_time=job.last_attempt_time, result=result,
+                     schedule_time=schedule_time, code=code, message=message)
+
+
+def _sort_key(run: Mapping[str, Any]) -> datetime:
+    try:
+        return parse_time(str(run.get("attemptTime") or ""))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def merge_runs(
+    runs: Sequence[Mapping[str, Any]] | None, run: RunRecord, history_limit: int
+) -> list[dict[str, Any]]:
+    """`runs` with `run` added (or replacing the entry of the same attemptTime), newest
+    first, at most `history_limit` long."""
+    entry = run.to_status()
+    kept = [dict(r) for r in runs or () if r.get("attemptTime") != entry["attemptTime"]]
+    kept.append(entry)
+    kept.sort(key=_sort_key, reverse=True)
+    return kept[: max(history_limit, 0)]
+
+
+def last_run_condition(last_run: Mapping[str, Any] | None) -> Condition:
+    """LastRunSucceeded from the newest run (`status.lastRun`), or NoRunYet."""
+    if not last_run:
+        return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.UNKNOWN,
+                         LastRunReason.NO_RUN_YET.value, "no run observed yet")
+    result = last_run.get("result")
+    message = str(last_run.get("message") or "")
+    operation = last_run.get("operation") or {}
+    code = last_run.get("code")
+    if result == RunResult.SUCCEEDED:
+        return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.TRUE,
+                         LastRunReason.SUCCEEDED.value, message)
+    if result == RunResult.RUNNING:
+        return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.UNKNOWN,
+                         LastRunReason.OPERATION_RUNNING.value,
+                         message or f"operation {operation.get('name', '')} is running")
+    if result == RunResult.UNKNOWN:
+        # The relay stopped following an operation before it finished.
+        return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.UNKNOWN,
+                         LastRunReason.DEADLINE_EXCEEDED.value, message)
+    if operation.get("error"):
+        reason = LastRunReason.OPERATION_FAILED
+        message = message or str(operation["error"].get("message") or "")
+    elif code == _DEADLINE_EXCEEDED:
+        reason = LastRunReason.DEADLINE_EXCEEDED
+    else:
+        reason = LastRunReason.TARGET_ERROR
+    return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.FALSE, reason.value, message)
+
+
+def job_fields(job: ObservedJob) -> dict[str, Any]:
+    """jobName, state and nextRunTime (None removes it: a paused job has no next run)."""
+    return {
+        "jobName": job.name,
+        "state": job.state,
+        "nextRunTime": format_time(job.next_run_time) if job.next_run_time else None,
+    }
+
+
+def desired_call_status(
+    current: Mapping[str, Any] | None,
+    *,
+    now: datetime,
+    generation: int | None = None,
+    ready: Condition | None = None,
+    job: ObservedJob | None = None,
+    run: RunRecord | None = None,
+    history_limit: int = 10,
+    identity: Mapping[str, str] | None = None,
+    last_run_request: str | None = None,
+) -> dict[str, Any]:
+    """The whole status after applying what one writer knows; pass it to `status_patch`.
+
+    `generation` is set by the spec reconciler only (it observed that spec); other writers
+    leave `observedGeneration` as it is. LastRunSucceeded always follows `runs[0]`.
+    """
+    status: dict[str, Any] = {k: v for k, v in (current or {}).items()}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    cond_gen = status.get("observedGeneration")
+    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or ()]
+    if ready is not None:
+        conditions = set_condition(conditions, ready, generation=cond_gen, now=now)
+    if job is not None:
+        status.update(job_fields(job))
+    runs = [dict(r) for r in status.get("runs") or ()]
+    if run is not None or len(runs) > history_limit:
+        runs = merge_runs(runs, run, history_limit) if run else runs[:history_limit]
+        status["runs"] = runs
+    status["lastRun"] = runs[0] if runs else None
+    last = last_run_condition(runs[0] if runs else None)
+    conditions = set_condition(conditions, last, generation=cond_gen, now=now)
+    status["conditions"] = conditions
+    if identity is not None:
+        status["identity"] = dict(identity)
+    if last_run_request is not None:
+        status["lastRunRequest"] = last_run_request
+    return status

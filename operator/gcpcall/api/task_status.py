@@ -1,0 +1,224 @@
+"""Status of a GcpTask: phase, Ready, Succeeded, and the outcome rule of api.md.
+
+Why a rule of its own: in Direct mode Cloud Tasks deletes a task both after success and
+after its last failed attempt, so "the task is gone" does not mean "it worked". The rule
+here reports Succeeded only where success was observed (a 2xx response seen by the relay or
+in a fetched task, or a completed operation) and otherwise says Unknown with reason
+`CompletedOutcomeUnknown`, never a guess. Failed needs proof too: the operation failed, or
+the last allowed attempt was seen failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gcpcall.api.conditions import Condition, ConditionStatus, find_condition, set_condition
+from gcpcall.api.observed import ObservedAttempt, ObservedTask, format_time, rpc_code_name
+
+__all__ = [
+    "SUCCEEDED",
+    "TaskOutcome",
+    "TaskPhase",
+    "TaskReason",
+    "attempt_fields",
+    "desired_task_status",
+    "task_fields",
+    "task_outcome",
+]
+
+SUCCEEDED = "Succeeded"
+_DEADLINE_EXCEEDED = 4
+
+
+class TaskPhase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+TERMINAL_PHASES = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.UNKNOWN})
+
+
+class TaskReason(StrEnum):
+    """Reasons of the Succeeded condition."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    TARGET_ERROR = "TargetError"
+    OPERATION_RUNNING = "OperationRunning"
+    OPERATION_FAILED = "OperationFailed"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    COMPLETED_OUTCOME_UNKNOWN = "CompletedOutcomeUnknown"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    phase: TaskPhase
+    succeeded: Condition
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+def attempt_fields(attempt: ObservedAttempt) -> dict[str, Any]:
+    """`status.lastAttempt`: attemptTime, and code/httpStatus/message once answered."""
+    out: dict[str, Any] = {"attemptTime": format_time(attempt.dispatch_time)}
+    if attempt.code is not None:
+        out["code"] = attempt.code
+    if attempt.http_status is not None:
+        out["httpStatus"] = attempt.http_status
+    if attempt.message:
+        out["message"] = attempt.message
+    return out
+
+
+def task_fields(task: ObservedTask) -> dict[str, Any]:
+    """taskName, scheduleTime, counts and attempts from a fetched task.
+
+    `lastAttempt` appears only for an attempt that was dispatched, so a relay-recorded
+    attempt (with its httpStatus) survives a poll that has less to say.
+    """
+    out: dict[str, Any] = {
+        "taskName": task.name,
+        "dispatchCount": task.dispatch_count,
+        "responseCount": task.response_count,
+    }
+    if task.schedule_time is not None:
+        out["scheduleTime"] = format_time(task.schedule_time)
+    if task.first_attempt_time is not None:
+        out["firstAttemptTime"] = format_time(task.first_attempt_time)
+    if task.last_attempt is not None:
+        out["lastAttempt"] = attempt_fields(task.last_attempt)
+    return out
+
+
+def _cond(status: ConditionStatus, reason: TaskReason, message: str = "") -> Condition:
+    return Condition(SUCCEEDED, status, reason.value, message)
+
+
+def _describe(attempt: Mapping[str, Any]) -> str:
+    code = attempt.get("code")
+    if code is None:
+        return f"attempt at {attempt.get('attemptTime')} has no response yet"
+    http = attempt.get("httpStatus")
+    text = (f"HTTP {http} " if http is not None else "") + rpc_code_name(int(code))
+    detail = attempt.get("message")
+    return f"last attempt at {attempt.get('attemptTime')}: {text}" + (
+        f": {detail}" if detail else "")
+
+
+def task_outcome(
+    status: Mapping[str, Any] | None,
+    *,
+    created: bool,
+    exists: bool,
+    max_attempts: int | None = None,
+    queue_paused: bool = False,
+) -> TaskOutcome:
+    """Phase and Succeeded condition from a status already merged with the latest read.
+
+    `status` carries what was observed over time (`lastAttempt`, `dispatchCount`,
+    `operation` written by the relay, the previous `phase`); `created` says CreateTask
+    succeeded (or answered ALREADY_EXISTS); `exists` says the last GET found the task.
+    `max_attempts` is the queue's retry limit when known (-1 or None: unknown/unlimited).
+    """
+    st = status or {}
+    previous = st.get("phase")
+    if previous in (TaskPhase.SUCCEEDED, TaskPhase.FAILED):
+        prev_cond = find_condition(st.get("conditions"), SUCCEEDED) or {}
+        return TaskOutcome(TaskPhase(previous), Condition(
+            SUCCEEDED, ConditionStatus(prev_cond.get("status", "Unknown")),
+            str(prev_cond.get("reason") or previous), str(prev_cond.get("message") or "")))
+    operation: Mapping[str, Any] = st.get("operation") or {}
+    attempt: Mapping[str, Any] = st.get("lastAttempt") or {}
+    dispatches = int(st.get("dispatchCount") or 0)
+    if operation:
+        error = operation.get("error") or {}
+        name = operation.get("name", "")
+        if error:
+            reason = (TaskReason.DEADLINE_EXCEEDED
+                      if error.get("code") == _DEADLINE_EXCEEDED and not operation.get("done")
+                      else TaskReason.OPERATION_FAILED)
+            return TaskOutcome(TaskPhase.FAILED, _cond(
+                ConditionStatus.FALSE, reason, f"operation {name}: {error.get('message', '')}"))
+        if operation.get("done"):
+            return TaskOutcome(TaskPhase.SUCCEEDED, _cond(
+                ConditionStatus.TRUE, TaskReason.SUCCEEDED, f"operation {name} completed"))
+        return TaskOutcome(TaskPhase.RUNNING, _cond(
+            ConditionStatus.UNKNOWN, TaskReason.OPERATION_RUNNING, f"operation {name} running"))
+    if attempt.get("code") == 0:
+        return TaskOutcome(TaskPhase.SUCCEEDED, _cond(
+            ConditionStatus.TRUE, TaskReason.SUCCEEDED, _describe(attempt)))
+    if not created:
+        return TaskOutcome(TaskPhase.PENDING, _cond(
+            ConditionStatus.UNKNOWN, TaskReason.PENDING, "the task is not created yet"))
+    if exists:
+        if dispatches == 0 and not attempt:
+            note = "the queue is paused" if queue_paused else "waiting for its schedule time"
+            return TaskOutcome(TaskPhase.QUEUED, _cond(
+                ConditionStatus.UNKNOWN, TaskReason.QUEUED, note))
+        return TaskOutcome(TaskPhase.RUNNING, _cond(
+            ConditionStatus.UNKNOWN, TaskReason.RUNNING,
+            f"{dispatches} attempt(s); " + (_describe(attempt) if attempt else "")))
+    # Gone from Cloud Tasks: finished, one way or the other.
+    failed = attempt.get("code") not in (None, 0)
+    if failed and max_attempts is not None and 0 < max_attempts <= dispatches:
+        return TaskOutcome(TaskPhase.FAILED, _cond(
+            ConditionStatus.FALSE, TaskReason.TARGET_ERROR,
+            f"all {max_attempts} attempts failed; " + _describe(attempt)))
+    seen = _describe(attempt) if attempt else "no attempt was observed"
+    return TaskOutcome(TaskPhase.UNKNOWN, _cond(
+        ConditionStatus.UNKNOWN, TaskReason.COMPLETED_OUTCOME_UNKNOWN,
+        "the task finished and Cloud Tasks deleted it without reporting its outcome "
+        f"({seen}); use delivery: Relay to observe it"))
+
+
+def desired_task_status(
+    current: Mapping[str, Any] | None,
+    *,
+    now: datetime,
+    created: bool,
+    exists: bool,
+    generation: int | None = None,
+    ready: Condition | None = None,
+    task: ObservedTask | None = None,
+    max_attempts: int | None = None,
+    queue_paused: bool = False,
+) -> dict[str, Any]:
+    """The whole GcpTask status after one observation; pass it to `status_patch`.
+
+    `completionTime` is stamped once, when the phase first becomes terminal.
+    """
+    status: dict[str, Any] = dict(current or {})
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if task is not None:
+        fields = task_fields(task)
+        old = status.get("lastAttempt") or {}
+        new = fields.get("lastAttempt")
+        if new is not None and old.get("attemptTime") == new["attemptTime"]:
+            # The same attempt the relay may already have recorded with more detail.
+            fields["lastAttempt"] = {**old, **new}
+        status.update(fields)
+    outcome = task_outcome(status, created=created, exists=exists,
+                           max_attempts=max_attempts, queue_paused=queue_paused)
+    status["phase"] = outcome.phase.value
+    cond_gen = status.get("observedGeneration")
+    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or ()]
+    if ready is not None:
+        conditions = set_condition(conditions, ready, generation=cond_gen, now=now)
+    conditions = set_condition(conditions, outcome.succeeded, generation=cond_gen, now=now)
+    status["conditions"] = conditions
+    if outcome.finished and not status.get("completionTime"):
+        status["completionTime"] = format_time(now)
+    return status

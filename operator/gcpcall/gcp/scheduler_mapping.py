@@ -1,0 +1,184 @@
+"""Pure mapping between a ScheduledCallSpec and a Cloud Scheduler `Job`, both ways.
+
+Why pure (as Config Connector's direct controllers do): the reconciler and the drift check
+both need "what should the job be" and "which fields differ"; as functions of plain values
+they are round-trip tested without a server, and the adapter stays a thin RPC layer.
+
+The update mask uses leaf field paths (`http_target.uri`, `retry_config.retry_count`, ...).
+That is what gcloud itself sends to UpdateJob (its `scheduler jobs update http` builds
+`httpTarget.uri`, `httpTarget.headers`, `httpTarget.oauthToken.scope`,
+`retryConfig.minBackoffDuration`, ... in REST form), so the real API is known to accept
+them; a whole-message path such as `http_target` would also reset fields we do not manage.
+Maps (`http_target.headers`) can only be replaced whole. Switching the token type names
+only the new token's paths: `oauth_token`/`oidc_token` are a oneof, so setting one clears
+the other, whereas also naming the old one's paths could clear the new one again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.cloud import scheduler_v1
+
+from gcpcall.api.common import RelayTarget
+from gcpcall.api.observed import ObservedJob
+from gcpcall.api.request import resolve_request
+from gcpcall.api.scheduled_call import ScheduledCallSpec
+
+__all__ = [
+    "actual_headers",
+    "desired_job",
+    "observed_job",
+    "plain_time",
+    "update_mask",
+]
+
+# Headers Cloud Scheduler adds or manages itself; they are not drift.
+_GOOGLE_HEADER_PREFIXES = ("x-google-", "x-appengine-", "x-cloudscheduler")
+_GOOGLE_HEADERS = frozenset({"content-length", "host"})
+_GOOGLE_DEFAULTS = {"user-agent": "google-cloud-scheduler",
+                    "content-type": "application/octet-stream"}
+
+_RETRY_PATHS = (
+    ("retry_count", "retry_config.retry_count"),
+    ("max_retry_duration", "retry_config.max_retry_duration"),
+    ("min_backoff_duration", "retry_config.min_backoff_duration"),
+    ("max_backoff_duration", "retry_config.max_backoff_duration"),
+    ("max_doublings", "retry_config.max_doublings"),
+)
+
+
+def desired_job(
+    spec: ScheduledCallSpec,
+    job_name: str,
+    description: str,
+    identity_email: str | None,
+    *,
+    body: bytes | None = None,
+    relay: RelayTarget | None = None,
+) -> scheduler_v1.Job:
+    """The job as it should be. `description` comes from `naming.job_description`; `body`
+    is the resolved ConfigMap/Secret body; `relay` routes the call through the relay.
+    The state (paused or not) is not part of it: PauseJob/ResumeJob handle that."""
+    req = resolve_request(spec.target, identity_email, body=body, relay=relay)
+    http = scheduler_v1.HttpTarget(
+        uri=req.uri,
+        http_method=scheduler_v1.HttpMethod.__members__[req.method.value],
+        headers=req.headers,
+        body=req.body or b"",
+    )
+    if req.auth_kind == "oauth":
+        http.oauth_token = scheduler_v1.OAuthToken(
+            service_account_email=req.service_account_email, scope=req.scope)
+    elif req.auth_kind == "oidc":
+        http.oidc_token = scheduler_v1.OidcToken(
+            service_account_email=req.service_account_email, audience=req.audience)
+    retry = spec.retry
+    return scheduler_v1.Job(
+        name=job_name,
+        description=description,
+        schedule=spec.schedule,
+        time_zone=spec.time_zone,
+        http_target=http,
+        retry_config=scheduler_v1.RetryConfig(
+            retry_count=retry.retry_count,
+            max_retry_duration=timedelta(seconds=retry.max_retry_duration_seconds),
+            min_backoff_duration=timedelta(seconds=retry.min_backoff_seconds),
+            max_backoff_duration=timedelta(seconds=retry.max_backoff_seconds),
+            max_doublings=retry.max_doublings,
+        ),
+        attempt_deadline=timedelta(seconds=spec.attempt_deadline_seconds),
+    )
+
+
+def actual_headers(actual: dict[str, str], desired: dict[str, str]) -> dict[str, str]:
+    """`actual` without what Google adds on its own, names lower-cased, for comparing."""
+    wanted = {k.lower() for k in desired}
+    out: dict[str, str] = {}
+    for name, value in actual.items():
+        low = name.lower()
+        if low in _GOOGLE_HEADERS or low.startswith(_GOOGLE_HEADER_PREFIXES):
+            continue
+        if low not in wanted and _GOOGLE_DEFAULTS.get(low) == value.strip().lower():
+            continue
+        out[low] = value
+    return out
+
+
+def _seconds(value: Any) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else 0.0
+
+
+def _has(message: Any, field: str) -> bool:
+    return bool(field in message)
+
+
+def _token_paths(desired: scheduler_v1.HttpTarget, actual: scheduler_v1.HttpTarget) -> list[str]:
+    fields = {"oauth_token": ("service_account_email", "scope"),
+              "oidc_token": ("service_account_email", "audience")}
+    want = next((f for f in fields if _has(desired, f)), None)
+    have = next((f for f in fields if _has(actual, f)), None)
+    if want is None:
+        # Clearing the token: name every leaf of the one present, as gcloud does.
+        return [f"http_target.{have}.{leaf}" for leaf in fields[have]] if have else []
+    want_msg, have_msg = getattr(desired, want), getattr(actual, want)
+    return [f"http_target.{want}.{leaf}" for leaf in fields[want]
+            if have != want or getattr(want_msg, leaf) != getattr(have_msg, leaf)]
+
+
+def update_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str]:
+    """The field paths whose desired value differs from the job Google has; [] for none.
+
+    Output-only fields (state, status, schedule_time, last_attempt_time, user_update_time)
+    are never compared: they are not ours to set.
+    """
+    mask: list[str] = []
+    for field in ("description", "schedule", "time_zone"):
+        if getattr(desired, field) != getattr(actual, field):
+            mask.append(field)
+    dh, ah = desired.http_target, actual.http_target
+    if dh.uri != ah.uri:
+        mask.append("http_target.uri")
+    if dh.http_method != ah.http_method:
+        mask.append("http_target.http_method")
+    want_headers = dict(dh.headers)
+    if {k.lower(): v for k, v in want_headers.items()} != actual_headers(dict(ah.headers),
+                                                                         want_headers):
+        mask.append("http_target.headers")
+    if dh.body != ah.body:
+        mask.append("http_target.body")
+    mask.extend(_token_paths(dh, ah))
+    dr, ar = desired.retry_config, actual.retry_config
+    for attr, path in _RETRY_PATHS:
+        want, have = getattr(dr, attr), getattr(ar, attr)
+        if isinstance(want, timedelta) or isinstance(have, timedelta):
+            if _seconds(want) != _seconds(have):
+                mask.append(path)
+        elif want != have:
+            mask.append(path)
+    if _seconds(desired.attempt_deadline) != _seconds(actual.attempt_deadline):
+        mask.append("attempt_deadline")
+    return mask
+
+
+def plain_time(value: Any) -> datetime | None:
+    """A proto Timestamp as proto-plus returns it (or None) -> an aware, plain datetime."""
+    if not isinstance(value, datetime):
+        return None
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+
+def observed_job(job: scheduler_v1.Job) -> ObservedJob:
+    """The plain values api/status.py builds status from."""
+    has_status = "status" in job
+    return ObservedJob(
+        name=job.name,
+        state=scheduler_v1.Job.State(job.state).name,
+        description=job.description,
+        next_run_time=plain_time(job.schedule_time),
+        last_attempt_time=plain_time(job.last_attempt_time),
+        status_code=int(job.status.code) if has_status else None,
+        status_message=str(job.status.message) if has_status else "",
+        user_update_time=plain_time(job.user_update_time),
+    )
