@@ -33,6 +33,7 @@ __all__ = [
     "TasksError",
     "apply_queue_defaults",
     "backoff_seconds",
+    "burst_size",
     "decode_page_token",
     "encode_page_token",
     "http_method_name",

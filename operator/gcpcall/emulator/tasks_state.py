@@ -8,7 +8,6 @@ place means the RPCs and the admin API always tell the same story.
 
 from __future__ import annotations
 
-import datetime
 import heapq
 import itertools
 from dataclasses import dataclass, field
@@ -216,8 +215,3 @@ class QueueRecord:
         queue = QueuePb()
         queue.CopyFrom(self.config)
         return queue
-
-
-def utc(seconds: float) -> datetime.datetime:
-    """POSIX seconds as an aware UTC datetime."""
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
