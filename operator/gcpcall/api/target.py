@@ -139,7 +139,10 @@ def check_uri(uri: str, field: str, *, allow_http: bool) -> SplitResult:
             field, "must be ASCII without spaces, control characters or backslashes "
             "(percent-encode them)"
         )
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise InvalidSpec(field, f"is not a URL: {exc}") from None
     allowed = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in allowed or not uri.lower().startswith(parts.scheme + "://"):
         want = "https:// (or http:// against an emulator)" if allow_http else "https://"

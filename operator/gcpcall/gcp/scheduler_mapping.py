@@ -4,14 +4,18 @@ Why pure (as Config Connector's direct controllers do): the reconciler and the d
 both need "what should the job be" and "which fields differ"; as functions of plain values
 they are round-trip tested without a server, and the adapter stays a thin RPC layer.
 
-The update mask uses leaf field paths (`http_target.uri`, `retry_config.retry_count`, ...).
-That is what gcloud itself sends to UpdateJob (its `scheduler jobs update http` builds
-`httpTarget.uri`, `httpTarget.headers`, `httpTarget.oauthToken.scope`,
-`retryConfig.minBackoffDuration`, ... in REST form), so the real API is known to accept
-them; a whole-message path such as `http_target` would also reset fields we do not manage.
-Maps (`http_target.headers`) can only be replaced whole. Switching the token type names
-only the new token's paths: `oauth_token`/`oidc_token` are a oneof, so setting one clears
-the other, whereas also naming the old one's paths could clear the new one again.
+The update mask names leaf fields (`http_target.uri`, `retry_config.retry_count`, ...):
+that is what gcloud itself sends to UpdateJob (`scheduler jobs update http` builds
+`httpTarget.uri`, `httpTarget.headers`, `retryConfig.minBackoffDuration`, ... in REST
+form), so the real API is known to accept such paths, and a whole `http_target` path would
+rewrite fields that did not change. Two exceptions, both AIP-161 paths to a message field:
+- maps (`http_target.headers`) can only be replaced whole;
+- a token is named as a whole (`http_target.oauth_token` / `http_target.oidc_token`): its
+  email and scope/audience only mean something together, and clearing a token by its leaf
+  paths (gcloud's `--clear-auth-token`) is a no-op under protobuf's reference FieldMask
+  merge when the request has no token message, whereas a message path with the message
+  absent clears it. `oauth_token`/`oidc_token` are a oneof, so switching names only the
+  new one: setting it clears the other, and naming the old one too could clear the new.
 """
 
 from __future__ import annotations
@@ -117,14 +121,18 @@ def _has(message: Any, field: str) -> bool:
 def _token_paths(desired: scheduler_v1.HttpTarget, actual: scheduler_v1.HttpTarget) -> list[str]:
     fields = {"oauth_token": ("service_account_email", "scope"),
               "oidc_token": ("service_account_email", "audience")}
+    # A token without a service account is no token: Google cannot mint one, and a
+    # server that clears by emptying fields may leave such a message behind.
     want = next((f for f in fields if _has(desired, f)), None)
-    have = next((f for f in fields if _has(actual, f)), None)
+    have = next((f for f in fields
+                 if _has(actual, f) and getattr(actual, f).service_account_email), None)
     if want is None:
-        # Clearing the token: name every leaf of the one present, as gcloud does.
-        return [f"http_target.{have}.{leaf}" for leaf in fields[have]] if have else []
+        return [f"http_target.{have}"] if have else []
     want_msg, have_msg = getattr(desired, want), getattr(actual, want)
-    return [f"http_target.{want}.{leaf}" for leaf in fields[want]
-            if have != want or getattr(want_msg, leaf) != getattr(have_msg, leaf)]
+    if have != want or any(getattr(want_msg, leaf) != getattr(have_msg, leaf)
+                           for leaf in fields[want]):
+        return [f"http_target.{want}"]
+    return []
 
 
 def update_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str]:

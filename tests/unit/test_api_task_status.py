@@ -1,0 +1,151 @@
+"""GcpTask outcome: Succeeded only where success was observed; never a guess."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gcpcall.api.conditions import find_condition
+from gcpcall.api.observed import ObservedAttempt, ObservedTask
+from gcpcall.api.status import ReadyReason, ready_condition, status_patch
+from gcpcall.api.task_status import (
+    SUCCEEDED,
+    TaskPhase,
+    desired_task_status,
+    task_fields,
+    task_outcome,
+)
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NAME = "projects/p/locations/l/queues/etl/tasks/abc_team-a_launch"
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def observed(dispatches: int = 0, code: int | None = None, http: int | None = None) -> ObservedTask:
+    last = None
+    if dispatches:
+        last = ObservedAttempt(dispatch_time=at(dispatches), response_time=None if code is None
+                               else at(dispatches + 1), code=code, http_status=http,
+                               message="" if code in (None, 0) else "Service Unavailable")
+    return ObservedTask(NAME, schedule_time=T0, create_time=at(-60), dispatch_count=dispatches,
+                        response_count=dispatches if code is not None else dispatches - 1,
+                        first_attempt_time=at(1) if dispatches else None, last_attempt=last)
+
+
+def outcome(status: dict[str, Any] | None, **kw: Any) -> tuple[str, str, str]:
+    result = task_outcome(status, **{"created": True, "exists": True, **kw})
+    return result.phase.value, result.succeeded.status.value, result.succeeded.reason
+
+
+def test_task_fields() -> None:
+    fields = task_fields(observed(2, code=14))
+    assert fields == {
+        "taskName": NAME, "dispatchCount": 2, "responseCount": 2,
+        "scheduleTime": "2026-11-22T12:00:00Z", "firstAttemptTime": "2026-11-22T12:00:01Z",
+        "lastAttempt": {"attemptTime": "2026-11-22T12:00:02Z", "code": 14,
+                        "message": "Service Unavailable"},
+    }
+    assert "lastAttempt" not in task_fields(observed(0))
+
+
+def test_lifecycle_phases_while_the_task_exists() -> None:
+    assert outcome(None, created=False, exists=False) == ("Pending", "Unknown", "Pending")
+    assert outcome(task_fields(observed(0))) == ("Queued", "Unknown", "Queued")
+    assert outcome(task_fields(observed(1))) == ("Running", "Unknown", "Running")
+    assert outcome(task_fields(observed(2, code=14))) == ("Running", "Unknown", "Running")
+
+
+def test_paused_queue_is_said_in_the_queued_message() -> None:
+    result = task_outcome(task_fields(observed(0)), created=True, exists=True, queue_paused=True)
+    assert result.phase is TaskPhase.QUEUED
+    assert "paused" in result.succeeded.message
+
+
+def test_success_observed_by_the_relay_is_succeeded() -> None:
+    status = task_fields(observed(1))
+    status["lastAttempt"] = {"attemptTime": "2026-11-22T12:00:01Z", "code": 0, "httpStatus": 200}
+    assert outcome(status, exists=False) == ("Succeeded", "True", "Succeeded")
+
+
+def test_success_seen_in_a_fetched_task_is_succeeded() -> None:
+    assert outcome(task_fields(observed(1, code=0))) == ("Succeeded", "True", "Succeeded")
+
+
+@pytest.mark.parametrize("dispatches", [0, 1, 3])
+def test_vanished_task_without_observed_success_is_unknown(dispatches: int) -> None:
+    """Direct mode: Cloud Tasks deletes the task after success AND after its last failure."""
+    status = task_fields(observed(dispatches, code=14 if dispatches else None))
+    result = task_outcome(status, created=True, exists=False)
+    assert (result.phase, result.succeeded.status.value, result.succeeded.reason) == (
+        TaskPhase.UNKNOWN, "Unknown", "CompletedOutcomeUnknown")
+    assert result.finished
+
+
+def test_vanished_after_the_last_allowed_attempt_failed_is_failed() -> None:
+    status = task_fields(observed(3, code=14))
+    assert outcome(status, exists=False, max_attempts=3) == ("Failed", "False", "TargetError")
+    # Fewer attempts than allowed seen: a later one may have succeeded.
+    assert outcome(status, exists=False, max_attempts=5)[2] == "CompletedOutcomeUnknown"
+    assert outcome(status, exists=False, max_attempts=-1)[2] == "CompletedOutcomeUnknown"
+
+
+def test_operation_outcomes_take_precedence() -> None:
+    base = task_fields(observed(1))
+    base["lastAttempt"] = {"attemptTime": "2026-11-22T12:00:01Z", "code": 0, "httpStatus": 200}
+    running = {**base, "operation": {"name": "op", "done": False}}
+    assert outcome(running, exists=False) == ("Running", "Unknown", "OperationRunning")
+    done = {**base, "operation": {"name": "op", "done": True}}
+    assert outcome(done, exists=False) == ("Succeeded", "True", "Succeeded")
+    failed = {**base, "operation": {"name": "op", "done": True, "error": {"code": 3,
+                                                                          "message": "bad"}}}
+    assert outcome(failed, exists=False) == ("Failed", "False", "OperationFailed")
+    timeout = {**base, "operation": {"name": "op", "done": False, "error": {"code": 4}}}
+    assert outcome(timeout, exists=False) == ("Failed", "False", "DeadlineExceeded")
+
+
+def test_terminal_phases_are_sticky() -> None:
+    status = desired_task_status(task_fields(observed(1, code=0)), now=at(5), created=True,
+                                 exists=True)
+    assert status["phase"] == "Succeeded"
+    later = desired_task_status(status, now=at(50), created=True, exists=False)
+    assert later["phase"] == "Succeeded"
+    assert status_patch(status, later) == {}
+
+
+def test_desired_task_status_flow_and_completion_time() -> None:
+    created = ready_condition(ReadyReason.CREATED)
+    s1 = desired_task_status(None, now=at(0), created=True, exists=True, generation=1,
+                             ready=created, task=observed(0))
+    assert s1["phase"] == "Queued"
+    assert "completionTime" not in s1
+    assert [c["type"] for c in s1["conditions"]] == ["Ready", SUCCEEDED]
+    s2 = desired_task_status(s1, now=at(10), created=True, exists=True, task=observed(2, 14))
+    patch = status_patch(s1, s2)
+    assert patch["phase"] == "Running"
+    assert patch["dispatchCount"] == 2
+    assert patch["lastAttempt"]["code"] == 14
+    s3 = desired_task_status(s2, now=at(20), created=True, exists=False)
+    assert s3["phase"] == "Unknown"
+    assert s3["completionTime"] == "2026-11-22T12:00:20Z"
+    cond = find_condition(s3["conditions"], SUCCEEDED)
+    assert cond is not None
+    assert cond["reason"] == "CompletedOutcomeUnknown"
+    assert "Relay" in cond["message"]
+    # Ready stays as the reconciler set it: the task was created as specified.
+    ready = find_condition(s3["conditions"], "Ready")
+    assert ready is not None
+    assert ready["status"] == "True"
+
+
+def test_relay_detail_survives_a_poll_of_the_same_attempt() -> None:
+    relay_seen = {"lastAttempt": {"attemptTime": "2026-11-22T12:00:01Z", "code": 14,
+                                  "httpStatus": 503, "message": "from the relay"}}
+    polled = observed(1)  # same attempt, no response recorded by Cloud Tasks yet
+    status = desired_task_status(relay_seen, now=at(3), created=True, exists=True, task=polled)
+    assert status["lastAttempt"] == {"attemptTime": "2026-11-22T12:00:01Z", "code": 14,
+                                     "httpStatus": 503, "message": "from the relay"}
