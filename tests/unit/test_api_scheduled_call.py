@@ -118,6 +118,7 @@ def test_invalid_time_zones(tz: str) -> None:
         ({"maxBackoffSeconds": 1}, "spec.retry.maxBackoffSeconds"),
         ({"maxDoublings": -1}, "spec.retry.maxDoublings"),
         ({"maxDoublings": "5"}, "spec.retry.maxDoublings"),
+        ({"maxDoublings": 0}, "spec.retry.maxDoublings"),
     ],
 )
 def test_retry_ranges(retry: dict[str, Any], field: str) -> None:

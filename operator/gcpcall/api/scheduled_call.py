@@ -41,6 +41,9 @@ __all__ = [
 DEFAULT_ATTEMPT_DEADLINE_SECONDS = 180  # Cloud Scheduler's default for HTTP targets
 DEFAULT_HISTORY_LIMIT = 10
 _INT32 = 2**31 - 1
+# Cloud Scheduler replaces User-Agent with "Google-Cloud-Scheduler" on every job; a user
+# value would never be stored, and would show as drift on every sync.
+_JOB_SET_HEADERS = frozenset({"user-agent"})
 _MAX_DURATION_SECONDS = 315_576_000_000  # google.protobuf.Duration's range
 
 
@@ -98,6 +101,12 @@ def _parse_retry(spec: Mapping[str, Any], path: str) -> RetryPolicy:
                                 _MAX_DURATION_SECONDS),
         max_doublings=get("maxDoublings", base.max_doublings, _INT32),
     )
+    if policy.max_doublings == 0:
+        # proto3 cannot tell 0 from unset: Google stores its default (5) instead, and the
+        # job would differ from the spec forever.
+        raise InvalidSpec(child(rpath, "maxDoublings"),
+                          "0 is not possible: Cloud Scheduler reads 0 as unset and uses 5; "
+                          "set 1 or more, or leave it unset")
     if policy.min_backoff_seconds > policy.max_backoff_seconds:
         # Named on the field the user set: with one of the two left at its default, that
         # is the one to change.
@@ -126,7 +135,7 @@ def parse_scheduled_call(spec: Mapping[str, Any], ctx: Defaults) -> ScheduledCal
         raise InvalidSpec(child(path, "description"), "must be at most 500 characters")
     placement = placement_from_spec(spec, ctx, path)
     target = parse_target(opt_map(spec, "target", path), child(path, "target"),
-                          allow_http=ctx.allow_http)
+                          allow_http=ctx.allow_http, extra_reserved_names=_JOB_SET_HEADERS)
     delivery = parse_delivery(spec, path)
     deadline = opt_int(spec, "attemptDeadlineSeconds", path, low=15, high=1800)
     history = opt_int(spec, "historyLimit", path, low=0, high=50)

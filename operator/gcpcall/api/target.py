@@ -168,7 +168,8 @@ def _is_google_api_host(parts: SplitResult) -> bool:
 
 
 def _parse_headers(
-    raw: Sequence[Any] | None, path: str, reserved_prefixes: tuple[str, ...]
+    raw: Sequence[Any] | None, path: str, reserved_names: frozenset[str],
+    reserved_prefixes: tuple[str, ...],
 ) -> tuple[Header, ...]:
     if not raw:
         return ()
@@ -185,7 +186,7 @@ def _parse_headers(
         if not _TOKEN.match(name):
             raise InvalidSpec(name_path, f"{name!r} is not a valid HTTP header name")
         lower = name.lower()
-        if lower in _RESERVED_NAMES or lower.startswith(reserved_prefixes):
+        if lower in reserved_names or lower.startswith(reserved_prefixes):
             raise InvalidSpec(
                 name_path,
                 f"{name} is set by Google and cannot be set here "
@@ -288,9 +289,14 @@ def parse_target(
     path: str,
     *,
     allow_http: bool,
+    extra_reserved_names: frozenset[str] = frozenset(),
     extra_reserved_prefixes: tuple[str, ...] = (),
 ) -> Target:
-    """Parse and validate `spec.target`; `path` is its JSON path (`spec.target`)."""
+    """Parse and validate `spec.target`; `path` is its JSON path (`spec.target`).
+
+    `extra_reserved_*` (lower case) are header names the calling kind's Google service
+    sets itself, refused on top of the shared list.
+    """
     if raw is None:
         raise InvalidSpec(path, "is required")
     uri = req_str(raw, "uri", path)
@@ -302,6 +308,7 @@ def parse_target(
         raise InvalidSpec(child(path, "method"), f"{method_raw!r} is not one of "
                           f"{', '.join(m.value for m in Method)}") from None
     headers = _parse_headers(opt_list(raw, "headers", path), child(path, "headers"),
+                             _RESERVED_NAMES | extra_reserved_names,
                              _RESERVED_PREFIXES + extra_reserved_prefixes)
     body = _parse_body(opt_map(raw, "body", path), child(path, "body"))
     if body is not None and method not in _BODY_METHODS:
