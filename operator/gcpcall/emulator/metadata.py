@@ -66,23 +66,29 @@ class MetadataState:
         self.token_lifetime = token_lifetime
         self.call_log = call_log
         self._lock = threading.Lock()
-        self._token_requests = 0
+        self._issued: list[str] = []
 
     @property
     def token_requests(self) -> int:
         """How many access tokens the metadata server has handed out."""
         with self._lock:
-            return self._token_requests
+            return len(self._issued)
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out, oldest first (for tests that revoke them)."""
+        with self._lock:
+            return list(self._issued)
 
     def mint(self, scopes: Sequence[str] | None = None) -> str:
         """A token for the instance's service account (what GET .../token returns)."""
-        with self._lock:
-            self._token_requests += 1
-        if self.call_log is not None:
-            self.call_log.record("metadata", "GetToken", grpc.StatusCode.OK, self.email)
-        return self.tokens.access_token(
+        token = self.tokens.access_token(
             self.email, tuple(scopes or self.scopes), self.token_lifetime
         )
+        with self._lock:
+            self._issued.append(token)
+        if self.call_log is not None:
+            self.call_log.record("metadata", "GetToken", grpc.StatusCode.OK, self.email)
+        return token
 
     def to_json(self) -> dict[str, Any]:
         return {
