@@ -100,9 +100,9 @@ class TargetServer:
                 self._arrived.wait(left)
             return list(self._requests)
 
-    async def wait_for_async(self, count: int, timeout: float = 20.0) -> list[RecordedRequest]:
+    async def wait_for_async(self, count: int, within: float = 20.0) -> list[RecordedRequest]:
         """`wait_for` for async tests (waits in a worker thread)."""
-        return await asyncio.to_thread(self.wait_for, count, timeout)
+        return await asyncio.to_thread(self.wait_for, count, within)
 
     async def start(self) -> None:
         """Listen on an ephemeral port of 127.0.0.1."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import datetime
 import logging
 import secrets
@@ -339,11 +338,9 @@ class SchedulerService:
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Cancel without awaiting: awaiting here could swallow our own cancellation.
             for waiter in waiters:
                 waiter.cancel()
-            for waiter in waiters:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
 
 
 def _checked(function: Any, *args: Any) -> Any:
