@@ -2,8 +2,9 @@
 
 Why: tests start the emulator in-process on ephemeral ports, the demo and users start it
 as `gcpcall-operator emulator`; both need the same assembly of the shared core (clock,
-dispatcher, token issuer, faults, call log), the Cloud Scheduler and Cloud Tasks halves,
-and the HTTP routes (certs, tokeninfo, admin API).
+dispatcher, token issuer, faults, call log), the Cloud Scheduler and Cloud Tasks halves
+(gRPC), and the HTTP routes: certs and tokeninfo, the identity services (IAM Credentials,
+STS, metadata server) and the admin API.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from gcpcall.emulator.admin import add_core_routes, parse_status_code
 from gcpcall.emulator.core import CallLog, Clock, Dispatcher, FaultInjector, TokenIssuer
+from gcpcall.emulator.identity_services import IdentityServices
 from gcpcall.emulator.scheduler import SchedulerService
 from gcpcall.emulator.scheduler import add_admin_routes as add_scheduler_routes
 
@@ -61,11 +63,13 @@ class Emulator:
         self.calls = CallLog()
         self.scheduler = SchedulerService(self)
         self.tasks: Any = _tasks_service(self)
+        self.identity = IdentityServices(self.tokens, call_log=self.calls)
         self.grpc_port = 0
         self.http_port = 0
         self.app = web.Application()
         add_core_routes(self.app, self)
         add_scheduler_routes(self.app, self.scheduler)
+        self.identity.add_routes(self.app)  # IAM Credentials, STS, metadata server
         if self.tasks is not None:
             add_tasks_routes = getattr(sys.modules[_TASKS_MODULE], "add_admin_routes", None)
             if add_tasks_routes is not None:
@@ -115,6 +119,7 @@ class Emulator:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
+        await self.identity.close()
         await self.dispatcher.close()
 
     async def __aenter__(self) -> Emulator:
