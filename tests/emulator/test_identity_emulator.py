@@ -545,3 +545,22 @@ async def test_metadata_server_requires_the_flavor_header(services: IdentityServ
             assert (await response.json())["email"] == "op2@p.iam.gserviceaccount.com"
         async with session.get(url.replace("/token", "/email"), headers=flavor) as response:
             assert await response.text() == "op2@p.iam.gserviceaccount.com"
+
+
+async def test_other_services_authenticate_grpc_callers(
+    services: IdentityServices, issuer: TokenIssuer
+) -> None:
+    """What the Scheduler/Tasks emulators call per admin RPC: who is it, may it actAs."""
+    token = issuer.access_token(CALLER, [CLOUD_PLATFORM])
+    metadata = (("x-goog-api-client", "gl-python"), ("authorization", f"Bearer {token}"))
+    caller = services.iam.caller_from_metadata(metadata)
+    assert caller is not None
+    assert caller.principal == CALLER
+    assert services.iam.caller_from_metadata((("authorization", b"Bearer nope"),)) is None
+    assert services.iam.caller_from_metadata(None) is None
+    assert services.iam.may_act_as(caller, CALLER)  # itself
+    assert not services.iam.may_act_as(caller, TARGET)
+    services.iam.policy.grant(f"serviceAccount:{CALLER}", TARGET)
+    assert services.iam.may_act_as(caller, TARGET)
+    services.iam.policy.enforce = False
+    assert services.iam.may_act_as(caller, D1)

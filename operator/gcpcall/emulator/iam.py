@@ -8,9 +8,15 @@ chain) can prove it. The same policy answers the Scheduler and Tasks emulators' 
 "may this caller attach this service account to a job" (iam.serviceAccounts.actAs): one
 relation, "member may act as GSA", stands for the three roles involved.
 
-Callers are identified by the bearer token (`TokenIssuer.access_token_info`): a Google
-service account's email, or the `principal://` of a federated Workload Identity (minted by
-the STS emulator), which also matches the legacy `serviceAccount:POOL[NS/KSA]` member.
+Callers are identified by the bearer token (`TokenIssuer.access_token_info`, minus revoked
+tokens): a Google service account's email, or the `principal://` of a federated Workload
+Identity (minted by the STS emulator), which also matches the legacy
+`serviceAccount:POOL[NS/KSA]` member. A service account may always act as itself here
+(Google wants an explicit binding even then; docs/identity.md says so to users).
+
+For the other emulated services: `caller_from_metadata(context.invocation_metadata())` ->
+Caller or None (UNAUTHENTICATED), then `may_act_as(caller, token_service_account)` ->
+else PERMISSION_DENIED with `act_as_denied_message(token_service_account)`.
 
 Google-compatible routes:
 - POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken
@@ -47,6 +53,7 @@ __all__ = [
     "IamCall",
     "IamPolicy",
     "IamState",
+    "act_as_denied_message",
     "add_routes",
     "google_error",
     "members_of",
@@ -185,6 +192,14 @@ def google_error(
     return web.json_response({"error": error}, status=status)
 
 
+def act_as_denied_message(service_account: str) -> str:
+    """Cloud Scheduler's / Cloud Tasks' PERMISSION_DENIED text for a missing actAs."""
+    return (
+        'The principal (user or service account) lacks IAM permission "iam.serviceAccounts.'
+        f'actAs" for the resource "{service_account}" (or the resource may not exist).'
+    )
+
+
 def _denied(permission: str) -> web.Response:
     return google_error(
         403,
@@ -245,6 +260,16 @@ class IamState:
         if scheme.lower() != "bearer":
             return None
         return self.caller(token.strip())
+
+    def caller_from_metadata(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> Caller | None:
+        """The caller of a gRPC call from its invocation metadata ("authorization")."""
+        for key, value in metadata or ():
+            if key.lower() == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                return self.authenticate(text)
+        return None
 
     def may_act_as(self, caller: Caller | str, service_account: str) -> bool:
         """iam.serviceAccounts.actAs / getAccessToken: may `caller` act as the GSA?
