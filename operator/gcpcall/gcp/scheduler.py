@@ -144,8 +144,8 @@ class SchedulerAdapter:
             request = scheduler_v1.ListJobsRequest(parent=parent, page_size=500, page_token=token)
             pager = await self._call(
                 "ListJobs", parent, "read",
-                lambda: self._client.list_jobs(
-                    request=request, retry=None, timeout=_TIMEOUT,
+                lambda r=request: self._client.list_jobs(  # type: ignore[misc]
+                    request=r, retry=None, timeout=_TIMEOUT,
                     metadata=identity.grpc_metadata(),
                 ),
             )

@@ -1,0 +1,48 @@
+"""`gcpcall-operator run`: start kopf with our handlers and a metrics endpoint.
+
+Why not `kopf run`: the operator is one console script with its own flags (namespaces,
+probes, metrics), and the handler modules are imported here so that the registry is
+complete before kopf starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import kopf
+from prometheus_client import start_http_server
+
+from gcpcall.handlers import scheduled, startup
+
+__all__ = ["run_operator"]
+
+_HANDLER_MODULES = (scheduled, startup)  # imported for their kopf registrations
+
+
+def run_operator(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gcpcall-operator run")
+    parser.add_argument("--namespace", action="append", default=[],
+                        help="watch only these namespaces (repeatable); default: all")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                        help="kopf liveness endpoint URL")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="0 disables metrics")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(list(argv))
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness or None,
+            standalone=True,
+        )
+    )
+    return 0

@@ -1,0 +1,91 @@
+"""Operator startup and shutdown: kopf settings, clients built once, the sync loop.
+
+Why here: clients (the gRPC channels, the Kubernetes session, the token cache) are built
+once into kopf's `memo` and closed on cleanup, never inside a handler; kopf's own
+bookkeeping goes into annotations under our prefix so `status` carries only our fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from gcpcall.config import Settings
+from gcpcall.gcp.channels import open_channel
+from gcpcall.gcp.identity import IdentityResolver
+from gcpcall.gcp.scheduler import SchedulerAdapter
+from gcpcall.kube import KubeClient, load_connection
+from gcpcall.observe.events import EventRecorder
+from gcpcall.reconcile.deps import Deps, NamespaceDefaults
+from gcpcall.reconcile.scheduled import FINALIZER
+from gcpcall.reconcile.status_writer import StatusWriter
+from gcpcall.reconcile.sync import ScheduledSync
+
+__all__ = ["build_deps"]
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Log kopf in with the same connection our own client uses."""
+    conn = load_connection()
+    return kopf.ConnectionInfo(
+        server=conn.server,
+        ca_path=conn.ca_path,
+        insecure=conn.insecure,
+        token=conn.current_token(),
+        certificate_path=conn.cert_path,
+        private_key_path=conn.key_path,
+        default_namespace=conn.default_namespace,
+    )
+
+
+def build_deps(settings: Settings, kube: KubeClient) -> Deps:
+    scheduler_channel = open_channel(settings.endpoints.scheduler, settings.endpoints)
+    deps = Deps(
+        settings=settings,
+        kube=kube,
+        identities=IdentityResolver(settings, kube),
+        scheduler=SchedulerAdapter(scheduler_channel),
+        status=StatusWriter(kube),
+        events=EventRecorder(kube),
+        namespaces=NamespaceDefaults(kube),
+    )
+    deps.extras["channels"] = [scheduler_channel]
+    deps.extras["scheduled_sync"] = ScheduledSync(deps)
+    return deps
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gcpcall.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="gcpcall.dev", key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # our own events (observe.events), not kopf's
+    settings.watching.server_timeout = 300
+    settings.batching.worker_limit = 200
+    ours = Settings.from_env()
+    deps = build_deps(ours, KubeClient(load_connection()))
+    memo.deps = deps
+    deps.extras["scheduled_sync"].start()
+    log.info(
+        "gcpcall-operator started: cluster=%s identity=%s scheduler=%s",
+        ours.cluster_name, ours.identity_mode, ours.endpoints.scheduler,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    deps = getattr(memo, "deps", None)
+    if not isinstance(deps, Deps):
+        return
+    await deps.extras["scheduled_sync"].stop()
+    for channel in deps.extras.get("channels", []):
+        await channel.close()
+    await deps.identities.close()
+    await deps.kube.close()

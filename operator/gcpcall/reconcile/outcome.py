@@ -1,0 +1,49 @@
+"""What a reconcile asks of its caller: done, or try again after a delay.
+
+Why a value rather than raising kopf's errors here: the reconcile layer does not import
+kopf (the handlers do), and the sync loop, which also reconciles, schedules its own retries.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Outcome"]
+
+
+class _Classified(Protocol):
+    @property
+    def reason(self) -> str: ...
+    @property
+    def backoff(self) -> str: ...
+
+
+_SLOW = 300.0  # IAM and identity problems are fixed outside the cluster
+_DELETION = 10.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    retry_after: float | None  # None: done
+    reason: str = ""
+
+    @classmethod
+    def done(cls) -> Outcome:
+        return cls(None)
+
+    @classmethod
+    def retry_slow(cls, reason: str) -> Outcome:
+        return cls(_SLOW * (0.8 + 0.4 * random.random()), reason)  # noqa: S311 - jitter
+
+    @classmethod
+    def retry_deletion(cls) -> Outcome:
+        return cls(_DELETION, "DeletionBlocked")
+
+    @classmethod
+    def retry(cls, c: _Classified) -> Outcome:
+        if c.backoff == "slow":
+            return cls.retry_slow(c.reason)
+        # fast: kopf's retry counter grows the delay (see handlers.common.raise_for)
+        return cls(0.0, c.reason)

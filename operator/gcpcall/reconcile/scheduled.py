@@ -1,0 +1,354 @@
+"""Reconcile one ScheduledGcpCall with its Cloud Scheduler job.
+
+Why this shape: desired (pure mapper from the parsed spec) vs observed (one GET by the
+deterministic job name), then the smallest write that closes the gap: create, adopt,
+`UpdateJob` with a mask of only the differing fields, pause/resume, run-now. Nothing is
+written to Google when nothing differs, and status is written only when it changed.
+Errors are classified once (`gcp.errors.classify`) into a condition reason and a retry
+policy that the kopf handler turns into a delay.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.cloud import scheduler_v1
+
+from gcpcall.api import naming
+from gcpcall.api.conditions import find_condition
+from gcpcall.api.errors import InvalidSpec
+from gcpcall.api.placement import Defaults
+from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
+from gcpcall.api.status import ReadyReason, desired_call_status, parse_time, ready_condition
+from gcpcall.config import IdentityMode
+from gcpcall.gcp.errors import classify
+from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady
+from gcpcall.gcp.scheduler_mapping import desired_job, observed_job, update_mask
+from gcpcall.kube import KubeError, ObjectRef
+from gcpcall.reconcile.deps import Deps
+from gcpcall.reconcile.inputs import resolve_body
+from gcpcall.reconcile.outcome import Outcome
+from gcpcall.reconcile.sync import ScheduledSync, Tracked
+
+__all__ = [
+    "FINALIZER",
+    "RUN_REQUEST_ANNOTATION",
+    "ObjectView",
+    "delete_scheduled_call",
+    "reconcile_scheduled_call",
+    "release_if_abandoned",
+    "resume_scheduled_call",
+]
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "gcpcall.dev/finalizer"
+RUN_REQUEST_ANNOTATION = "gcpcall.dev/run-requested-at"
+
+
+@dataclass(frozen=True)
+class ObjectView:
+    """The parts of one of our objects that a reconcile reads."""
+
+    ref: ObjectRef
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    created: datetime.datetime | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], kind: str, plural: str) -> ObjectView:
+        meta = body.get("metadata") or {}
+        stamp = meta.get("creationTimestamp")
+        return cls(
+            ref=ObjectRef(kind, plural, meta["namespace"], meta["name"], meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+            spec=body.get("spec") or {},
+            status=body.get("status") or {},
+            annotations=meta.get("annotations") or {},
+            created=parse_time(stamp) if stamp else None,
+        )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _sync(deps: Deps) -> ScheduledSync:
+    sync = deps.extras["scheduled_sync"]
+    assert isinstance(sync, ScheduledSync)
+    return sync
+
+
+async def defaults_for(obj: ObjectView, deps: Deps) -> Defaults:
+    settings = deps.settings
+    return Defaults(
+        project=settings.default_project,
+        location=settings.default_location,
+        service_account_name=settings.default_service_account,
+        namespace_annotations=await deps.namespaces.annotations(obj.ref.namespace),
+        allow_http=settings.endpoints.allow_http_targets,
+        now=obj.created,
+    )
+
+
+def identity_key(namespace: str, service_account: str | None, deps: Deps) -> Hashable:
+    """Objects that share credentials share a List call: per KSA, or one for the operator."""
+    if deps.settings.identity_mode is IdentityMode.OPERATOR:
+        return "operator"
+    return (namespace, service_account)
+
+
+async def _desired(
+    obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, identity: GoogleIdentity
+) -> scheduler_v1.Job:
+    cluster = deps.settings.cluster_name
+    ns, name = obj.ref.namespace, obj.ref.name
+    body = await resolve_body(spec.target, ns, deps.kube)
+    return desired_job(
+        spec,
+        naming.job_name(spec.project, spec.location, cluster, ns, name),
+        naming.job_description(spec.description, cluster, ns, name),
+        identity.email,
+        body=body,
+    )
+
+
+async def _write(
+    obj: ObjectView, deps: Deps, reason: ReadyReason, message: str, **fields: Any
+) -> None:
+    """The one way this reconcile reports: Ready plus whatever it observed."""
+    current = deps.status.known(obj.ref, obj.status)
+    desired = desired_call_status(
+        current, now=_now(), generation=obj.generation,
+        ready=ready_condition(reason, message), **fields,
+    )
+    await deps.status.write(obj.ref, current, desired)
+
+
+def _identity_status(job: scheduler_v1.Job, identity: GoogleIdentity) -> dict[str, str]:
+    target = job.http_target
+    email = (identity.email or target.oauth_token.service_account_email
+             or target.oidc_token.service_account_email)
+    return {"googleServiceAccount": email} if email else {}
+
+
+async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
+    """Make the job match the spec; report in status. Returns when to try again, if at all."""
+    try:
+        spec = parse_scheduled_call(obj.spec, await defaults_for(obj, deps))
+    except InvalidSpec as e:
+        message = f"{e.field}: {e.message}"
+        await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
+        await deps.events.warning(obj.ref, "InvalidSpec", message)
+        return Outcome.done()  # nothing to retry until the spec changes
+
+    try:
+        identity = await deps.identities.resolve(obj.ref.namespace, spec.service_account_name)
+    except IdentityNotReady as e:
+        await _write(obj, deps, ReadyReason.IDENTITY_NOT_READY, str(e))
+        return Outcome.retry_slow("IdentityNotReady")
+
+    try:
+        desired = await _desired(obj, deps, spec, identity)
+        job = await _converge(obj, deps, spec, desired, identity)
+        job = await _run_if_requested(obj, deps, job, identity)
+    except InvalidSpec as e:
+        message = f"{e.field}: {e.message}"
+        await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
+        await deps.events.warning(obj.ref, "InvalidSpec", message)
+        return Outcome.done()
+    except AdoptionRefused as e:
+        await _write(obj, deps, ReadyReason.ADOPTION_REFUSED, str(e))
+        await deps.events.warning(obj.ref, "AdoptionRefused", str(e))
+        return Outcome.done()
+    except Exception as exc:  # every Google error ends up in status, classified once
+        c = classify(exc)
+        if c.reason == "Unexpected":
+            log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name)
+        await _write(obj, deps, _ready_reason(c.reason), c.message)
+        await deps.events.warning(obj.ref, "Failed", c.message)
+        return Outcome.retry(c) if c.retryable else Outcome.done()
+
+    await _write(
+        obj, deps,
+        ReadyReason.PAUSED if spec.paused else ReadyReason.UP_TO_DATE,
+        "the job is paused" if spec.paused else "the Cloud Scheduler job matches the spec",
+        job=observed_job(job),
+        identity=_identity_status(job, identity),
+        history_limit=spec.history_limit,
+        last_run_request=obj.annotations.get(RUN_REQUEST_ANNOTATION),
+    )
+    _sync(deps).track(Tracked.from_reconcile(
+        obj.ref, spec, identity_key(obj.ref.namespace, spec.service_account_name, deps),
+        job, desired, obj.generation,
+    ))
+    return Outcome.done()
+
+
+def _ready_reason(reason: str) -> ReadyReason:
+    try:
+        return ReadyReason(reason)
+    except ValueError:  # "Unexpected" and the like: a transient failure as far as users see
+        return ReadyReason.GCP_ERROR
+
+
+async def _converge(
+    obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, desired: scheduler_v1.Job,
+    identity: GoogleIdentity,
+) -> scheduler_v1.Job:
+    actual = await deps.scheduler.get_job(desired.name, identity)
+    if actual is None:
+        parent = desired.name.rsplit("/jobs/", 1)[0]
+        await _write(obj, deps, ReadyReason.CREATING, "creating the Cloud Scheduler job")
+        actual = await deps.scheduler.create_job(parent, desired, identity)
+        await deps.events.normal(obj.ref, "Created", f"created Cloud Scheduler job {actual.name}")
+    else:
+        owner = naming.parse_marker(actual.description)
+        mine = naming.ObjectKey(deps.settings.cluster_name, obj.ref.namespace, obj.ref.name)
+        if owner is not None and owner != mine:
+            raise AdoptionRefused(actual.name, f"{owner.cluster}/{owner.namespace}/{owner.name}")
+        mask = update_mask(desired, actual)
+        if mask:
+            await _write(obj, deps, ReadyReason.UPDATING, f"updating {', '.join(mask)}")
+            actual = await deps.scheduler.update_job(desired, mask, identity)
+            verb = "adopted and updated" if owner is None else "updated"
+            await deps.events.normal(obj.ref, "Updated", f"{verb} {', '.join(mask)}")
+    state = scheduler_v1.Job.State
+    if spec.paused and actual.state == state.ENABLED:
+        actual = await deps.scheduler.pause_job(actual.name, identity)
+        await deps.events.normal(obj.ref, "Paused", "paused the Cloud Scheduler job")
+    elif not spec.paused and actual.state == state.PAUSED:
+        actual = await deps.scheduler.resume_job(actual.name, identity)
+        await deps.events.normal(obj.ref, "Resumed", "resumed the Cloud Scheduler job")
+    return actual
+
+
+async def _run_if_requested(
+    obj: ObjectView, deps: Deps, job: scheduler_v1.Job, identity: GoogleIdentity
+) -> scheduler_v1.Job:
+    requested = obj.annotations.get(RUN_REQUEST_ANNOTATION)
+    current = deps.status.known(obj.ref, obj.status)
+    if not requested or requested == current.get("lastRunRequest"):
+        return job
+    ran = await deps.scheduler.run_job(job.name, identity)
+    # Record the handled value at once, so that nothing after this point can run it twice.
+    await deps.status.write(obj.ref, current, {"lastRunRequest": requested})
+    await deps.events.normal(obj.ref, "RunRequested", f"ran the job now (request {requested})")
+    _sync(deps).expect_run(obj.ref)
+    return ran
+
+
+class AdoptionRefused(Exception):
+    """The job exists but its description marker names another object."""
+
+    def __init__(self, job_name: str, owner: str) -> None:
+        super().__init__(
+            f"job {job_name} is managed by {owner}, not by this object; "
+            "rename this object or delete that job"
+        )
+
+
+async def resume_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
+    """After an operator restart: objects already in sync cost no Google call here.
+
+    They join the sync registry marked "list soon", so one ListJobs per group checks them
+    all (drift, missed runs) instead of a GetJob each.
+    """
+    status = deps.status.known(obj.ref, obj.status)
+    ready = find_condition(status.get("conditions"), "Ready") or {}
+    requested = obj.annotations.get(RUN_REQUEST_ANNOTATION)
+    in_sync = (
+        status.get("observedGeneration") == obj.generation
+        and ready.get("status") == "True"
+        and bool(status.get("jobName"))
+        and (requested is None or requested == status.get("lastRunRequest"))
+    )
+    if not in_sync:
+        return await reconcile_scheduled_call(obj, deps)
+    try:
+        spec = parse_scheduled_call(obj.spec, await defaults_for(obj, deps))
+        identity = await deps.identities.resolve(obj.ref.namespace, spec.service_account_name)
+        desired = await _desired(obj, deps, spec, identity)
+    except (InvalidSpec, IdentityNotReady):
+        return await reconcile_scheduled_call(obj, deps)
+    next_run = status.get("nextRunTime")
+    _sync(deps).track(
+        Tracked(
+            ref=obj.ref, namespace=obj.ref.namespace,
+            service_account=spec.service_account_name,
+            group=(identity_key(obj.ref.namespace, spec.service_account_name, deps),
+                   spec.project, spec.location),
+            job_name=desired.name, desired=desired, paused=spec.paused,
+            history_limit=spec.history_limit, generation=obj.generation,
+            next_run=parse_time(next_run) if next_run else None,
+        ),
+        list_soon=True,
+    )
+    return Outcome.done()
+
+
+async def delete_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
+    """Honour deletionPolicy: Delete removes the job (NOT_FOUND counts as done)."""
+    _sync(deps).untrack(obj.ref)
+    if obj.spec.get("deletionPolicy") == "Abandon":
+        await deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")
+        deps.status.forget(obj.ref)
+        return Outcome.done()
+    job_name = deps.status.known(obj.ref, obj.status).get("jobName")
+    if not job_name:
+        return Outcome.done()  # never created
+    try:
+        spec = parse_scheduled_call(obj.spec, await defaults_for(obj, deps))
+        identity = await deps.identities.resolve(obj.ref.namespace, spec.service_account_name)
+        deleted = await deps.scheduler.delete_job(job_name, identity)
+    except InvalidSpec:
+        # The spec no longer parses (e.g. a namespace default went away); the job name in
+        # status is all we need, with the identity the spec names (or the default).
+        return await _delete_unparsed(obj, deps, job_name)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
+        await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message)
+        await deps.events.warning(obj.ref, "DeletionBlocked", message)
+        return Outcome.retry_deletion()
+    if deleted:
+        await deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Scheduler job {job_name}")
+    deps.status.forget(obj.ref)
+    return Outcome.done()
+
+
+async def _delete_unparsed(obj: ObjectView, deps: Deps, job_name: str) -> Outcome:
+    ksa = obj.spec.get("serviceAccountName") or deps.settings.default_service_account
+    try:
+        identity = await deps.identities.resolve(obj.ref.namespace, ksa)
+        await deps.scheduler.delete_job(job_name, identity)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
+        await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message)
+        return Outcome.retry_deletion()
+    deps.status.forget(obj.ref)
+    return Outcome.done()
+
+
+async def release_if_abandoned(obj: ObjectView, finalizers: list[str], deps: Deps) -> None:
+    """Drop our finalizer at once when a blocked deletion is switched to Abandon."""
+    if FINALIZER not in finalizers or obj.spec.get("deletionPolicy") != "Abandon":
+        return
+    ready = find_condition(deps.status.known(obj.ref, obj.status).get("conditions"), "Ready")
+    if not ready or ready.get("reason") != "DeletionBlocked":
+        return  # not blocked: the delete handler releases it in its normal course
+    _sync(deps).untrack(obj.ref)
+    remaining = [f for f in finalizers if f != FINALIZER]
+    try:
+        await deps.kube.patch_metadata(obj.ref, {"finalizers": remaining})
+    except KubeError as e:
+        if e.status not in (404, 409):
+            raise
+        return
+    deps.status.forget(obj.ref)
+    await deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")
