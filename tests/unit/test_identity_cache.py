@@ -104,9 +104,7 @@ async def test_failure_is_remembered_for_failure_ttl() -> None:
 
 async def test_discard_forgets_values_and_failures() -> None:
     clock = FakeClock()
-    cache: SingleFlightCache[tuple[str, str], int] = SingleFlightCache(
-        clock=clock, failure_ttl=60
-    )
+    cache: SingleFlightCache[tuple[str, str], int] = SingleFlightCache(clock=clock, failure_ttl=60)
     load = Loader(clock)
     assert await cache.get(("ns", "a"), load) == 1
     assert await cache.get(("ns", "b"), load) == 2
@@ -155,3 +153,14 @@ def test_access_token_repr_hides_the_token() -> None:
     token = AccessToken("ya29.secret-value", "a@p.iam.gserviceaccount.com", 5.0)
     assert "secret" not in repr(token)
     assert "a@p.iam.gserviceaccount.com" in repr(token)
+
+
+async def test_expired_values_of_unused_keys_are_dropped() -> None:
+    clock = FakeClock()
+    cache: SingleFlightCache[str, int] = SingleFlightCache(clock=clock)
+    load = Loader(clock, lifetime=600)
+    for key in ("gone-1", "gone-2", "kept"):
+        await cache.get(key, load)
+    clock.now += 601
+    await cache.get("kept", load)  # a load prunes what expired meanwhile
+    assert cache.keys() == ["kept"]

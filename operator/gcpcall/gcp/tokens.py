@@ -136,8 +136,19 @@ class SingleFlightCache(Generic[K, V]):
         # A `discard` while the load ran means its result is stale (the KSA changed, the
         # token was rejected): it still answers the callers already waiting, but is not kept.
         if not flight.discarded:
+            self._prune()
             self._entries[key] = entry
         return entry
+
+    def _prune(self) -> None:
+        """Drop expired values and failures (identities nobody resolves any more), so the
+        cache stays as large as the set of identities in use. Loads are rare (one per
+        identity per token lifetime), so a scan per load costs nothing."""
+        now = self._clock()
+        for key in [k for k, e in self._entries.items() if e.expires_at <= now]:
+            del self._entries[key]
+        for key in [k for k, f in self._failures.items() if f.until <= now]:
+            del self._failures[key]
 
     def discard(self, predicate: Callable[[K], bool]) -> int:
         """Forget values, loads in flight and failures of every key matching `predicate`."""
