@@ -27,6 +27,8 @@ __all__ = ["build_deps"]
 
 log = logging.getLogger(__name__)
 
+KOPF_PREFIX = "operator.gcpcall.dev"
+
 
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
@@ -62,9 +64,13 @@ def build_deps(settings: Settings, kube: KubeClient) -> Deps:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gcpcall.dev")
+    # kopf ignores every annotation under the prefix its storage uses; keep it apart from
+    # the users' `gcpcall.dev/run-requested-at`, or run-now requests would go unseen.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="gcpcall.dev", key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # our own events (observe.events), not kopf's
     settings.watching.server_timeout = 300
