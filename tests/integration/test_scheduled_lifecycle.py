@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     TARGET_HOST,
     Emulator,
     Objects,
+    Target,
     condition,
     events_for,
     wait_for,
@@ -123,7 +124,8 @@ def test_spec_edit_updates_only_changed_fields_and_label_edit_writes_nothing(
     assert after.time_zone == before.time_zone
     updated = [e for e in events_for(sgc.api.api_client, namespace, "edit-me")
                if e["reason"] == "Updated"]
-    assert updated and "schedule" in updated[0]["message"]
+    assert updated
+    assert "schedule" in updated[0]["message"]
     assert "time_zone" not in updated[0]["message"]
 
     gets = writes_of(emulator, "GetJob")
@@ -240,7 +242,8 @@ def test_drift_is_corrected_with_an_event(
              what="the schedule restored")
     drift = [e for e in events_for(sgc.api.api_client, namespace, "drifty")
              if e["reason"] == "DriftCorrected"]
-    assert drift and "schedule" in drift[0]["message"]
+    assert drift
+    assert "schedule" in drift[0]["message"]
 
 
 def test_delete_removes_job_and_abandon_keeps_it(
