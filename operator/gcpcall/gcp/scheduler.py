@@ -24,7 +24,9 @@ from gcpcall.gcp.identity import GoogleIdentity
 from gcpcall.gcp.ratelimit import QuotaLimiter
 from gcpcall.observe.metrics import GOOGLE_CALLS
 
-__all__ = ["SchedulerAdapter"]
+__all__ = ["Job", "SchedulerAdapter", "token_email"]
+
+Job = scheduler_v1.Job  # re-exported: the reconcilers hold jobs but import no Google library
 
 T = TypeVar("T")
 
@@ -44,6 +46,12 @@ def _code_of(exc: BaseException) -> str:
 def _project_of(name: str) -> str:
     parts = name.split("/")
     return parts[1] if len(parts) > 1 and parts[0] == "projects" else ""
+
+
+def token_email(job: Job) -> str:
+    """The service account whose token the job's calls carry ("" for none)."""
+    target = job.http_target
+    return str(target.oauth_token.service_account_email or target.oidc_token.service_account_email)
 
 
 class SchedulerAdapter:
@@ -135,6 +143,17 @@ class SchedulerAdapter:
                 name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
             ),
         )
+
+    async def ensure_state(
+        self, job: Job, paused: bool, identity: GoogleIdentity
+    ) -> tuple[Job, str | None]:
+        """Pause or resume the job to match `paused`: (the job, "Paused"/"Resumed"/None)."""
+        state = scheduler_v1.Job.State
+        if paused and job.state == state.ENABLED:
+            return await self.pause_job(job.name, identity), "Paused"
+        if not paused and job.state == state.PAUSED:
+            return await self.resume_job(job.name, identity), "Resumed"
+        return job, None
 
     async def list_jobs(self, parent: str, identity: GoogleIdentity) -> list[scheduler_v1.Job]:
         """Every job under `parent` (all pages: each page is one counted call)."""

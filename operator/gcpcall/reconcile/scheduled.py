@@ -16,8 +16,6 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from google.cloud import scheduler_v1
-
 from gcpcall.api import naming
 from gcpcall.api.conditions import find_condition
 from gcpcall.api.errors import InvalidSpec
@@ -27,6 +25,7 @@ from gcpcall.api.status import ReadyReason, desired_call_status, parse_time, rea
 from gcpcall.config import IdentityMode
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady
+from gcpcall.gcp.scheduler import Job, token_email
 from gcpcall.gcp.scheduler_mapping import desired_job, observed_job, update_mask
 from gcpcall.kube import KubeError, ObjectRef
 from gcpcall.reconcile.deps import Deps
@@ -106,7 +105,7 @@ def identity_key(namespace: str, service_account: str | None, deps: Deps) -> Has
 
 async def _desired(
     obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, identity: GoogleIdentity
-) -> scheduler_v1.Job:
+) -> Job:
     cluster = deps.settings.cluster_name
     ns, name = obj.ref.namespace, obj.ref.name
     body = await resolve_body(spec.target, ns, deps.kube)
@@ -131,10 +130,8 @@ async def _write(
     await deps.status.write(obj.ref, current, desired)
 
 
-def _identity_status(job: scheduler_v1.Job, identity: GoogleIdentity) -> dict[str, str]:
-    target = job.http_target
-    email = (identity.email or target.oauth_token.service_account_email
-             or target.oidc_token.service_account_email)
+def _identity_status(job: Job, identity: GoogleIdentity) -> dict[str, str]:
+    email = identity.email or token_email(job)
     return {"googleServiceAccount": email} if email else {}
 
 
@@ -199,9 +196,9 @@ def _ready_reason(reason: str) -> ReadyReason:
 
 
 async def _converge(
-    obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, desired: scheduler_v1.Job,
+    obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, desired: Job,
     identity: GoogleIdentity,
-) -> scheduler_v1.Job:
+) -> Job:
     actual = await deps.scheduler.get_job(desired.name, identity)
     if actual is None:
         parent = desired.name.rsplit("/jobs/", 1)[0]
@@ -219,19 +216,15 @@ async def _converge(
             actual = await deps.scheduler.update_job(desired, mask, identity)
             verb = "adopted and updated" if owner is None else "updated"
             await deps.events.normal(obj.ref, "Updated", f"{verb} {', '.join(mask)}")
-    state = scheduler_v1.Job.State
-    if spec.paused and actual.state == state.ENABLED:
-        actual = await deps.scheduler.pause_job(actual.name, identity)
-        await deps.events.normal(obj.ref, "Paused", "paused the Cloud Scheduler job")
-    elif not spec.paused and actual.state == state.PAUSED:
-        actual = await deps.scheduler.resume_job(actual.name, identity)
-        await deps.events.normal(obj.ref, "Resumed", "resumed the Cloud Scheduler job")
+    actual, action = await deps.scheduler.ensure_state(actual, spec.paused, identity)
+    if action:
+        await deps.events.normal(obj.ref, action, f"{action.lower()} the Cloud Scheduler job")
     return actual
 
 
 async def _run_if_requested(
-    obj: ObjectView, deps: Deps, job: scheduler_v1.Job, identity: GoogleIdentity
-) -> scheduler_v1.Job:
+    obj: ObjectView, deps: Deps, job: Job, identity: GoogleIdentity
+) -> Job:
     requested = obj.annotations.get(RUN_REQUEST_ANNOTATION)
     current = deps.status.known(obj.ref, obj.status)
     if not requested or requested == current.get("lastRunRequest"):

@@ -20,12 +20,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from google.cloud import scheduler_v1
-
 from gcpcall.api.scheduled_call import ScheduledCallSpec
 from gcpcall.api.status import desired_call_status, run_from_job
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.identity import IdentityNotReady
+from gcpcall.gcp.scheduler import Job
 from gcpcall.gcp.scheduler_mapping import observed_job, update_mask
 from gcpcall.kube import ObjectRef
 from gcpcall.observe.metrics import SYNC_DURATION, SYNC_LISTS
@@ -50,7 +49,7 @@ class Tracked:
     service_account: str | None
     group: GroupKey
     job_name: str
-    desired: scheduler_v1.Job
+    desired: Job
     paused: bool
     history_limit: int
     generation: int
@@ -60,7 +59,7 @@ class Tracked:
     @classmethod
     def from_reconcile(
         cls, ref: ObjectRef, spec: ScheduledCallSpec, identity_key: Hashable,
-        job: scheduler_v1.Job, desired: scheduler_v1.Job, generation: int,
+        job: Job, desired: Job, generation: int,
     ) -> Tracked:
         observed = observed_job(job)
         return cls(
@@ -228,7 +227,7 @@ class ScheduledSync:
         self._reschedule(group)
         SYNC_DURATION.labels("ScheduledGcpCall").observe(self.clock() - started)
 
-    async def _sync_member(self, m: Tracked, job: scheduler_v1.Job | None, identity: Any) -> bool:
+    async def _sync_member(self, m: Tracked, job: Job | None, identity: Any) -> bool:
         """Update one member from its listed job; True while a due run has not shown yet."""
         deps = self.deps
         if job is None:
@@ -247,7 +246,6 @@ class ScheduledSync:
             await deps.events.normal(m.ref, "DriftCorrected", f"recreated {m.job_name}")
         else:
             mask = update_mask(m.desired, job)
-            state = scheduler_v1.Job.State
             try:
                 if mask:
                     job = await deps.scheduler.update_job(m.desired, mask, identity)
@@ -255,12 +253,11 @@ class ScheduledSync:
                         m.ref, "DriftCorrected",
                         f"the job was changed outside the operator; restored {', '.join(mask)}",
                     )
-                if m.paused and job.state == state.ENABLED:
-                    job = await deps.scheduler.pause_job(job.name, identity)
-                    await deps.events.normal(m.ref, "DriftCorrected", "paused the job again")
-                elif not m.paused and job.state == state.PAUSED:
-                    job = await deps.scheduler.resume_job(job.name, identity)
-                    await deps.events.normal(m.ref, "DriftCorrected", "resumed the job again")
+                job, action = await deps.scheduler.ensure_state(job, m.paused, identity)
+                if action:
+                    await deps.events.normal(
+                        m.ref, "DriftCorrected", f"{action.lower()} the job again"
+                    )
             except Exception as exc:
                 log.warning("drift correction of %s failed: %s", m.job_name, classify(exc).message)
 

@@ -1,0 +1,174 @@
+"""`gcpcall-operator demo` (`make demo`): the whole product on one machine, in a minute.
+
+Why a demo command: a new user (or reviewer) should see a ScheduledGcpCall become a Cloud
+Scheduler job, run, and report its result without a Google project. It starts the real
+Kubernetes API server built by `make controlplane`, the local Google Cloud emulator, a
+stand-in for the Compute API (answering like `compute.googleapis.com` does), and the
+operator; applies `examples/`; asks for a run; and prints what `kubectl` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "demo"
+
+
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+@contextmanager
+def _process(args: list[str], log: Path, env: dict[str, str] | None = None,
+             stdout: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            args, env=env, stdout=stdout if stdout is not None else sink, stderr=sink,
+            start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+class _Compute(BaseHTTPRequestHandler):
+    """Answers like the Compute API: every mutation returns a `compute#operation`."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        op = {
+            "kind": "compute#operation",
+            "name": f"operation-{uuid.uuid4().hex[:12]}",
+            "status": "RUNNING",
+            "targetLink": self.path.split("?")[0],
+        }
+        payload = json.dumps(op).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"compute stand-in: {self.command} {self.path.split('?')[0]}\n")
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gcpcall-operator demo")
+    parser.add_argument("--bin", default=str(REPO / ".bin"),
+                        help="where `make controlplane` put its binaries")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave everything running until Ctrl-C")
+    args = parser.parse_args(list(argv))
+    bin_dir = Path(args.bin)
+    if not (bin_dir / "controlplane").exists():
+        raise SystemExit("demo: the test API server is not built; run `make controlplane`")
+    work = Path(tempfile.mkdtemp(prefix="gcpcall-demo-"))
+    kubectl_bin = str(bin_dir / "kubectl")
+
+    with ExitStack() as stack:
+        _say("starting the Kubernetes API server (kube-apiserver + etcd, on 127.0.0.1)")
+        cp = stack.enter_context(_process(
+            [str(bin_dir / "controlplane"), "--dir", str(work / "cp")],
+            work / "controlplane.log", stdout=subprocess.PIPE))
+        assert cp.stdout is not None
+        line = cp.stdout.readline().decode()
+        if not line.startswith("KUBECONFIG="):
+            raise SystemExit(f"demo: the API server did not start; see {work}/controlplane.log")
+        kubeconfig = line.strip().split("=", 1)[1]
+
+        def kubectl(*kargs: str, check: bool = True) -> str:
+            proc = subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, *kargs],
+                                  capture_output=True, text=True, check=False)
+            if check and proc.returncode != 0:
+                raise SystemExit(f"demo: kubectl {' '.join(kargs)}: {proc.stderr}")
+            return proc.stdout
+
+        kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+        _say("starting the local Google Cloud emulator and a Compute API stand-in")
+        compute = ThreadingHTTPServer(("127.0.0.1", 0), _Compute)
+        threading.Thread(target=compute.serve_forever, daemon=True).start()
+        stack.callback(compute.shutdown)
+        emu = stack.enter_context(_process(
+            [sys.executable, "-m", "gcpcall", "emulator", "--grpc-port", "0", "--http-port", "0",
+             "--host-map", f"compute.googleapis.com=http://127.0.0.1:{compute.server_address[1]}"],
+            work / "emulator.log", stdout=subprocess.PIPE))
+        assert emu.stdout is not None
+        ports = json.loads(emu.stdout.readline())
+
+        _say("starting the operator (identity mode Operator, against the emulator)")
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=kubeconfig, GCPCALL_CLUSTER_NAME="demo", GCPCALL_PROJECT="demo-project",
+            GCPCALL_LOCATION="europe-west3", GCPCALL_IDENTITY_MODE="Operator",
+            GCPCALL_SCHEDULER_ENDPOINT=f"127.0.0.1:{ports['grpc_port']}",
+            GCPCALL_TASKS_ENDPOINT=f"127.0.0.1:{ports['grpc_port']}",
+            GCPCALL_GRPC_INSECURE="true", GCPCALL_RUN_SETTLE_SECONDS="1",
+            PYTHONUNBUFFERED="1",
+        )
+        stack.enter_context(_process(
+            [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", ""],
+            work / "operator.log", env=env))
+
+        _say(f"kubectl apply -n {NAMESPACE} -f examples/")
+        kubectl("create", "namespace", NAMESPACE)
+        print(kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
+        kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "sgc", "--all", "--timeout=60s")
+
+        _say("kubectl annotate sgc scale-up-mig gcpcall.dev/run-requested-at=<now>  (run now)")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        kubectl("annotate", "-n", NAMESPACE, "sgc", "scale-up-mig",
+                f"gcpcall.dev/run-requested-at={stamp}", "--overwrite")
+        _wait(lambda: kubectl("get", "-n", NAMESPACE, "sgc", "scale-up-mig",
+                              "-o", "jsonpath={.status.lastRun.result}").strip(),
+              60, "the run to be recorded")
+
+        _say(f"kubectl get sgc -n {NAMESPACE} -o wide")
+        print(kubectl("get", "sgc", "-n", NAMESPACE, "-o", "wide"), end="")
+        _say(f"kubectl describe sgc -n {NAMESPACE} scale-up-mig")
+        print(kubectl("describe", "sgc", "-n", NAMESPACE, "scale-up-mig"), end="")
+        print(f"\nlogs: {work}")
+        if args.keep:
+            print(f"\nexport KUBECONFIG={kubeconfig}   # Ctrl-C stops everything")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return 0
