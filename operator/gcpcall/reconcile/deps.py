@@ -15,6 +15,7 @@ from typing import Any
 from gcpcall.config import Settings
 from gcpcall.gcp.identity import IdentityResolver
 from gcpcall.gcp.scheduler import SchedulerAdapter
+from gcpcall.gcp.tasks import TasksAdapter
 from gcpcall.kube import KubeClient
 from gcpcall.observe.events import EventRecorder
 from gcpcall.reconcile.status_writer import StatusWriter
@@ -53,3 +54,4 @@ class Deps:
     # set by the sync loop once started: wakes it when an object's schedule changed
     sync_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     extras: dict[str, Any] = field(default_factory=dict)
+    tasks: TasksAdapter | None = None  # Cloud Tasks (GcpTask); None where no kind needs it

@@ -1,0 +1,154 @@
+"""The Cloud Tasks adapter: the only code that talks to Cloud Tasks.
+
+Why an adapter: the GcpTask reconciler and poller speak in task names, identities and the
+plain observed values of `api.observed`; this module turns that into RPCs with the
+identity's token on each call, Cloud Tasks' per-project quotas respected (the list quota is
+only 600 a minute), every call counted by method and code, and NOT_FOUND answered as `None`
+where "absent" is a normal answer (a finished task is deleted by Cloud Tasks). Retries are
+not done here: errors go up to the one classifier (`gcp.errors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+
+from gcpcall.api.observed import ObservedQueue, ObservedTask
+from gcpcall.gcp.identity import GoogleIdentity
+from gcpcall.gcp.ratelimit import QuotaLimiter
+from gcpcall.gcp.tasks_mapping import observed_queue, observed_task
+from gcpcall.observe.metrics import GOOGLE_CALLS
+
+__all__ = ["TasksAdapter"]
+
+T = TypeVar("T")
+
+_TIMEOUT = 30.0
+_PAGE = 1000  # ListTasks' largest page
+# Cloud Tasks' quotas, per project and minute: 6,000,000 API requests, of which List
+# requests (ListTasks, ListQueues, ListLocations) at most 600.
+_QUOTAS = {"api": 6_000_000.0, "list": 600.0}
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.grpc_status_code is not None:
+        return str(exc.grpc_status_code.name)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return str(exc.code().name)
+    return "UNKNOWN"
+
+
+def _project_of(name: str) -> str:
+    parts = name.split("/")
+    return parts[1] if len(parts) > 1 and parts[0] == "projects" else ""
+
+
+def _queue_of(task_name: str) -> str:
+    return task_name.rsplit("/tasks/", 1)[0]
+
+
+class TasksAdapter:
+    """Create/get/delete/list Cloud Tasks tasks and read queues, as a given identity."""
+
+    def __init__(self, channel: grpc.aio.Channel, limiter: QuotaLimiter | None = None) -> None:
+        transport = CloudTasksGrpcAsyncIOTransport(channel=channel)
+        self._client = tasks_v2.CloudTasksAsyncClient(transport=transport)
+        self._limiter = limiter or QuotaLimiter(_QUOTAS)
+
+    async def _call(
+        self, method: str, name: str, kind: str, fn: Callable[[], Awaitable[T]]
+    ) -> T:
+        await self._limiter.acquire(_project_of(name), kind)
+        try:
+            result = await fn()
+        except Exception as exc:
+            GOOGLE_CALLS.labels("cloudtasks", method, _code_of(exc)).inc()
+            raise
+        GOOGLE_CALLS.labels("cloudtasks", method, "OK").inc()
+        return result
+
+    async def create_task(self, task: tasks_v2.Task, identity: GoogleIdentity) -> ObservedTask:
+        """CreateTask in the queue the task's name names. ALREADY_EXISTS is raised (as
+        `google.api_core.exceptions.AlreadyExists`): only the caller knows what it means."""
+        parent = _queue_of(task.name)
+        created = await self._call(
+            "CreateTask", parent, "api",
+            lambda: self._client.create_task(
+                parent=parent, task=task, retry=None, timeout=_TIMEOUT,
+                metadata=identity.grpc_metadata(),
+            ),
+        )
+        return observed_task(created)
+
+    async def get_task(self, name: str, identity: GoogleIdentity) -> ObservedTask | None:
+        """The task, or None once it is gone (finished or deleted)."""
+        try:
+            task = await self._call(
+                "GetTask", name, "api",
+                lambda: self._client.get_task(
+                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+                ),
+            )
+        except gexc.NotFound:
+            return None
+        return observed_task(task)
+
+    async def delete_task(self, name: str, identity: GoogleIdentity) -> bool:
+        """Delete; False when the task was already gone (that counts as done)."""
+        try:
+            await self._call(
+                "DeleteTask", name, "api",
+                lambda: self._client.delete_task(
+                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+                ),
+            )
+        except gexc.NotFound:
+            return False
+        return True
+
+    async def list_tasks(self, queue: str, identity: GoogleIdentity) -> list[ObservedTask]:
+        """Every live task of `queue` (all pages; each page is one counted List call)."""
+        tasks: list[ObservedTask] = []
+        token = ""
+        while True:
+            request = tasks_v2.ListTasksRequest(parent=queue, page_size=_PAGE, page_token=token)
+            pager = await self._call(
+                "ListTasks", queue, "list",
+                lambda r=request: self._client.list_tasks(  # type: ignore[misc]
+                    request=r, retry=None, timeout=_TIMEOUT,
+                    metadata=identity.grpc_metadata(),
+                ),
+            )
+            # The pager proxies its first page; we page ourselves so that each page is
+            # rate limited and counted.
+            tasks.extend(observed_task(t) for t in pager.tasks)
+            token = pager.next_page_token
+            if not token:
+                return tasks
+
+    async def get_queue(self, name: str, identity: GoogleIdentity) -> ObservedQueue | None:
+        """The queue's state and attempt limit; None when it does not exist."""
+        try:
+            queue = await self._call(
+                "GetQueue", name, "api",
+                lambda: self._client.get_queue(
+                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+                ),
+            )
+        except gexc.NotFound:
+            return None
+        observed = observed_queue(queue)
+        retry = queue.retry_config
+        if "retry_config" in queue and "max_retry_duration" in retry and (
+            retry.max_retry_duration.total_seconds() > 0
+        ):
+            # Cloud Tasks stops only when max_attempts AND max_retry_duration are both used
+            # up, so the attempt count alone does not say an attempt was the last one.
+            observed = dataclasses.replace(observed, max_attempts=None)
+        return observed
