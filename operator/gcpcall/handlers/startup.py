@@ -16,12 +16,14 @@ from gcpcall.config import Settings
 from gcpcall.gcp.channels import open_channel
 from gcpcall.gcp.identity import IdentityResolver
 from gcpcall.gcp.scheduler import SchedulerAdapter
+from gcpcall.gcp.tasks import TasksAdapter
 from gcpcall.kube import KubeClient, load_connection
 from gcpcall.observe.events import EventRecorder
 from gcpcall.reconcile.deps import Deps, NamespaceDefaults
 from gcpcall.reconcile.scheduled import FINALIZER
 from gcpcall.reconcile.status_writer import StatusWriter
 from gcpcall.reconcile.sync import ScheduledSync
+from gcpcall.reconcile.task_poller import TaskPoller
 
 __all__ = ["build_deps"]
 
@@ -56,8 +58,11 @@ def build_deps(settings: Settings, kube: KubeClient) -> Deps:
         events=EventRecorder(kube),
         namespaces=NamespaceDefaults(kube),
     )
-    deps.extras["channels"] = [scheduler_channel]
+    tasks_channel = open_channel(settings.endpoints.tasks, settings.endpoints)
+    deps.tasks = TasksAdapter(tasks_channel)
+    deps.extras["channels"] = [scheduler_channel, tasks_channel]
     deps.extras["scheduled_sync"] = ScheduledSync(deps)
+    deps.extras["task_poller"] = TaskPoller(deps, deps.tasks)
     return deps
 
 
@@ -79,6 +84,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     deps = build_deps(ours, KubeClient(load_connection()))
     memo.deps = deps
     deps.extras["scheduled_sync"].start()
+    deps.extras["task_poller"].start()
     log.info(
         "gcpcall-operator started: cluster=%s identity=%s scheduler=%s",
         ours.cluster_name, ours.identity_mode, ours.endpoints.scheduler,
@@ -91,6 +97,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if not isinstance(deps, Deps):
         return
     await deps.extras["scheduled_sync"].stop()
+    await deps.extras["task_poller"].stop()
     for channel in deps.extras.get("channels", []):
         await channel.close()
     await deps.identities.close()
