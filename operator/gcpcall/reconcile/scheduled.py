@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gcpcall.api import naming
+from gcpcall.api.common import Delivery
 from gcpcall.api.conditions import find_condition
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.placement import Defaults
@@ -96,6 +97,15 @@ async def defaults_for(obj: ObjectView, deps: Deps) -> Defaults:
     )
 
 
+def refuse_relay(delivery: Delivery) -> None:
+    """The relay is specified in the API but not shipped in this version: say so."""
+    if delivery is Delivery.RELAY:
+        raise InvalidSpec(
+            "spec.delivery",
+            "delivery: Relay is not available in this version of the operator; use Direct",
+        )
+
+
 def identity_key(namespace: str, service_account: str | None, deps: Deps) -> Hashable:
     """Objects that share credentials share a List call: per KSA, or one for the operator."""
     if deps.settings.identity_mode is IdentityMode.OPERATOR:
@@ -139,6 +149,7 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     """Make the job match the spec; report in status. Returns when to try again, if at all."""
     try:
         spec = parse_scheduled_call(obj.spec, await defaults_for(obj, deps))
+        refuse_relay(spec.delivery)
     except InvalidSpec as e:
         message = f"{e.field}: {e.message}"
         await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
