@@ -154,6 +154,8 @@ async def test_list_pages_through_queues_of_one_location(tasks: TasksApi) -> Non
 
     pages = await tasks.list_queue_pages(parent=PARENT, page_size=2)
 
+    # ListQueuesRequest.page_size: "Requested page size" with next_page_token for more.
+    # (Crosscheck disagreement: the Go emulator ignores page_size and answers one page.)
     assert [len(page.queues) for page in pages] == [2, 2, 1]
     assert [q.name for page in pages for q in page.queues] == names
     assert pages[-1].next_page_token == ""
@@ -167,6 +169,8 @@ async def test_list_filters_by_state(tasks: TasksApi) -> None:
         await tasks.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=name))
     await tasks.pause_queue(name=paused)
 
+    # ListQueuesRequest.filter, e.g. "state: PAUSED". (Crosscheck disagreement: the Go
+    # emulator ignores the filter.)
     only_paused = await tasks.list_queue_pages(parent=PARENT, filter="state: PAUSED")
     only_running = await tasks.list_queue_pages(parent=PARENT, filter="state: RUNNING")
 
@@ -175,6 +179,7 @@ async def test_list_filters_by_state(tasks: TasksApi) -> None:
 
 
 async def test_update_with_a_mask_changes_only_the_named_fields(tasks: TasksApi) -> None:
+    # (Crosscheck: the Go emulator answers UpdateQueue with UNIMPLEMENTED.)
     name = queue_name(new_queue_id())
     await tasks.create_queue(
         parent=PARENT,
@@ -267,6 +272,17 @@ async def test_queue_rpcs_on_a_missing_queue_are_not_found(tasks: TasksApi, rpc:
         await getattr(tasks, rpc)(name=queue_name(new_queue_id()))
 
 
+async def test_a_queue_that_was_paused_can_be_deleted(tasks: TasksApi) -> None:
+    # Crosscheck disagreement: the Go emulator's DeleteQueue of a queue that was paused
+    # hangs until the client's deadline; the reference sets no such condition.
+    name = queue_name(new_queue_id())
+    await tasks.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=name))
+    await tasks.pause_queue(name=name)
+    await tasks.delete_queue(name=name, timeout=5)
+    with pytest.raises(exceptions.NotFound):
+        await tasks.get_queue(name=name)
+
+
 async def test_delete_then_the_name_is_refused_for_seven_days(
     tasks: TasksApi, emulator: RunningEmulator
 ) -> None:
@@ -301,6 +317,8 @@ async def test_purge_deletes_the_tasks_and_sets_purge_time(
 
     purged = await tasks.purge_queue(name=name)
 
+    # Queue.purge_time: "The last time this queue was purged." (Crosscheck disagreement:
+    # the Go emulator never sets it.)
     assert purged.purge_time >= before
     assert (await tasks.get_queue(name=name)).purge_time == purged.purge_time
     pages = await tasks.list_task_pages(parent=name)

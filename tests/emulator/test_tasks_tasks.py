@@ -181,8 +181,8 @@ async def test_create_refuses_what_the_reference_forbids(
 ) -> None:
     # HttpRequest.url must begin with http:// or https://; a body is allowed only with
     # POST, PUT or PATCH; dispatch_deadline must be in [15 seconds, 30 minutes]; a task can
-    # be scheduled at most 30 days ahead. (Crosscheck: the Go emulator accepts all of
-    # these.)
+    # be scheduled at most 30 days ahead. (Crosscheck disagreement: the Go emulator accepts
+    # all of these - and its dispatcher then panics on the URL without a scheme.)
     values: dict[str, Any] = dict(fields)
     url = str(values.pop("url", "http://127.0.0.1:9/"))
     days = values.pop("schedule_time_days", None)
@@ -254,6 +254,9 @@ async def test_a_used_id_is_refused_after_deletion_until_the_window_ends(
     await tasks.create_task(parent=queue, task=task)
     await tasks.delete_task(name=name)
 
+    # Crosscheck disagreement: the Go emulator answers GetTask of a deleted task with
+    # FAILED_PRECONDITION; Cloud Tasks' clients get NOT_FOUND (code 5) with this message,
+    # as RunTask's reference says for finished tasks ("returns NOT_FOUND").
     with pytest.raises(exceptions.NotFound, match="existed recently"):
         await tasks.get_task(name=name)
     with pytest.raises(exceptions.AlreadyExists):
@@ -314,6 +317,7 @@ async def test_list_pages_through_the_tasks_of_a_queue(
 
     pages = await tasks.list_task_pages(parent=queue, page_size=2)
 
+    # (Crosscheck disagreement: the Go emulator ignores page_size and answers one page.)
     assert [len(page.tasks) for page in pages] == [2, 2, 1]
     listed = [t for page in pages for t in page.tasks]
     assert [t.name for t in listed] == names

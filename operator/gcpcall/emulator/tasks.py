@@ -40,7 +40,7 @@ from gcpcall.emulator.tasks_model import (
     validate_retry_config,
     validate_update_mask,
 )
-from gcpcall.emulator.tasks_state import QueuePb, QueueRecord, TaskRecord
+from gcpcall.emulator.tasks_state import QueuePb, QueueRecord, TaskRecord, micros
 
 __all__ = ["SERVICE_NAME", "TasksService", "TasksSettings", "add_admin_routes"]
 
@@ -292,14 +292,14 @@ class TasksService:
             raise TasksError(_INVALID, "Task size exceeds the maximum of 1MB.")
         http_request = _http_request(given)
         now = self.engine.now()
-        schedule_time = now
+        schedule_time = micros(now)
         if given.HasField("schedule_time"):
             wanted = given.schedule_time.ToNanoseconds() / 1e9
             if wanted > now + MAX_SCHEDULE_AHEAD:
                 raise TasksError(
                     _INVALID, "Task.schedule_time must be at most 30 days in the future."
                 )
-            schedule_time = max(now, wanted)
+            schedule_time = micros(max(now, wanted))
         deadline = DEFAULT_DISPATCH_DEADLINE
         if given.HasField("dispatch_deadline"):
             deadline = given.dispatch_deadline.ToMilliseconds() / 1000.0

@@ -36,7 +36,13 @@ from gcpcall.emulator.tasks_model import (
     http_status_to_code,
     retry_policy,
 )
-from gcpcall.emulator.tasks_state import AttemptRecord, QueueRecord, TaskHistory, TaskRecord
+from gcpcall.emulator.tasks_state import (
+    AttemptRecord,
+    QueueRecord,
+    TaskHistory,
+    TaskRecord,
+    micros,
+)
 
 __all__ = ["TasksCore", "TasksEngine", "TasksSettings"]
 
@@ -228,7 +234,7 @@ class TasksEngine:
                 if task_name is not None and str(task.name) != task_name:
                     continue
                 if task.in_flight == 0 and task.schedule_time > now:
-                    task.schedule_time = now
+                    task.schedule_time = micros(now)
                     queue.push(task)
                 count += 1
         self.poke()
@@ -380,7 +386,7 @@ class TasksEngine:
             return
         if task.in_flight:
             return  # another attempt (RunTask) is still out; its result decides
-        task.schedule_time = now + backoff_seconds(policy, task.dispatch_count)
+        task.schedule_time = micros(now + backoff_seconds(policy, task.dispatch_count))
         queue.push(task)
 
     def _http_call(self, queue: QueueRecord, task: TaskRecord) -> HttpCall:

@@ -27,6 +27,7 @@ __all__ = [
     "TaskHistory",
     "TaskPb",
     "TaskRecord",
+    "micros",
     "set_time",
 ]
 
@@ -36,6 +37,15 @@ AttemptPb: Any = tasks_types.Attempt.pb()
 
 _BASIC = int(tasks_types.Task.View.BASIC)
 _sequence = itertools.count()
+
+
+def micros(seconds: float) -> float:
+    """`seconds` rounded to the microsecond, the precision of the API's timestamps.
+
+    Schedule times are kept so, and the X-CloudTasks-TaskETA header then shows exactly
+    the schedule_time that GetTask reports.
+    """
+    return round(seconds * 1e6) / 1e6
 
 
 def set_time(target: Any, seconds: float) -> None:

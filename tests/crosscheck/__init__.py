@@ -1,0 +1,1 @@
+"""Cloud Tasks cases run by hand against any emulator (see README.md)."""
