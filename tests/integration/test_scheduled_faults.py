@@ -4,6 +4,7 @@ ones reported and retried slowly."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import time
 
 import pytest
@@ -34,7 +35,7 @@ def test_unavailable_is_retried_with_growing_backoff_until_it_works(
             len(t) >= 4 and t, timeout=40, what="four failed attempts")
     finally:
         emulator.clear_faults()
-    gaps = [(b - a).total_seconds() for a, b in zip(failures, failures[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(failures)]
     # exponential backoff with jitter: the third gap is always longer than the first
     assert gaps[2] > gaps[0]
     obj = ready(sgc, namespace, "flaky")
