@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import kopf
 from prometheus_client import start_http_server
 
-from gcpcall.handlers import scheduled, startup
+from gcpcall.handlers import gcptask, scheduled, startup
 
 __all__ = ["run_operator"]
 
-_HANDLER_MODULES = (scheduled, startup)  # imported for their kopf registrations
+_HANDLER_MODULES = (gcptask, scheduled, startup)  # imported for their kopf registrations
 
 
 def run_operator(argv: Sequence[str]) -> int:
