@@ -53,6 +53,7 @@ _CONCURRENCY = 32  # GetTask calls in flight per poll round
 _RETRY_FAST = 15.0  # after a transient failure of a poll
 _RETRY_SLOW = 300.0  # after IdentityNotReady / permission problems
 _QUEUE_TTL_CAP = 60.0  # how long a queue's state (paused, max attempts) is trusted
+_SLOT = 0.25  # seconds; poll times are rounded up to it
 
 
 def _utcnow() -> datetime.datetime:
@@ -177,9 +178,14 @@ class TaskPoller:
         self._wait_rounds.pop(w.queue, None)
         if observed is not None:
             w.last_seen = _signature(observed)
-        at = self.clock() + (0.0 if soon else self.settle)
-        if observed is not None and not soon:
+        if soon:
+            # After a restart objects arrive one by one: a common slot a little ahead lets
+            # the tasks of one queue be read together, with one ListTasks.
+            at = (math.floor(self.clock() / self.settle) + 2) * self.settle
+        elif observed is not None:
             at = self._next_after(w, observed, changed=True)
+        else:
+            at = self.clock() + self.settle
         self._schedule(w, at)
 
     def forget(self, ref: ObjectRef) -> None:
@@ -224,6 +230,8 @@ class TaskPoller:
 
     # timing -----------------------------------------------------------------------------
     def _schedule(self, w: Watched, at: float) -> None:
+        # Slots of a quarter second: tasks due at nearly the same time share a round.
+        at = math.ceil(at / _SLOT) * _SLOT
         w.next_poll = at
         w.version += 1
         heapq.heappush(self._heap, (at, next(self._seq), w.ref.uid, w.version))

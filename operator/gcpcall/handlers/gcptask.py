@@ -1,0 +1,45 @@
+"""kopf handlers for GcpTask: thin, each calls one reconcile function.
+
+Why thin: everything worth testing lives in `reconcile/gcptask.py` and the poller, where
+it runs without kopf; here we only translate kopf's callbacks and retries. There is no
+handler for spec edits: the CRD refuses them (a GcpTask is one call, made once), so an
+update is a metadata change that the reconcile answers without a Google call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, raise_for
+from gcpcall.reconcile.gcptask import (
+    KIND,
+    PLURAL,
+    delete_gcp_task,
+    reconcile_gcp_task,
+    resume_gcp_task,
+)
+from gcpcall.reconcile.scheduled import ObjectView
+
+__all__: list[str] = []
+
+
+def _view(body: kopf.Body) -> ObjectView:
+    return ObjectView.from_body(body, KIND, PLURAL)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def reconcile(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    raise_for(await reconcile_gcp_task(_view(body), deps_of(memo)), retry)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def resume(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    raise_for(await delete_gcp_task(_view(body), deps_of(memo)), retry)

@@ -1,0 +1,295 @@
+"""Reconcile one GcpTask: create its Cloud Task exactly once, then hand it to the poller.
+
+Why this shape: a Cloud Task cannot be updated and its id is derived from the object's
+uid, so "create" is the only write and it is safe to repeat: CreateTask with that id, and
+ALREADY_EXISTS means an earlier attempt (before a crash) created it, so GET it; NOT_FOUND
+on that GET means it already ran and Cloud Tasks deleted it. Everything after the create
+(attempts, outcome) is the poller's (`task_poller`), which reads only unfinished tasks.
+Deletion honours `deletionPolicy` and calls nothing for a finished task. Errors are
+classified once (`gcp.errors.classify`); a missing queue is waited for by the poller with
+one GetQueue per queue rather than a retried CreateTask per object.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gcpcall.api import naming
+from gcpcall.api.common import DeletionPolicy, Delivery, RelayTarget
+from gcpcall.api.conditions import find_condition
+from gcpcall.api.errors import InvalidSpec
+from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
+from gcpcall.api.observed import ObservedTask
+from gcpcall.api.status import ReadyReason, ready_condition
+from gcpcall.api.task_status import TERMINAL_PHASES, desired_task_status
+from gcpcall.gcp.errors import classify
+from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady
+from gcpcall.gcp.tasks import TasksAdapter
+from gcpcall.gcp.tasks_mapping import desired_task
+from gcpcall.reconcile.deps import Deps
+from gcpcall.reconcile.inputs import resolve_body
+from gcpcall.reconcile.outcome import Outcome
+from gcpcall.reconcile.scheduled import ObjectView, defaults_for, identity_key
+from gcpcall.reconcile.task_poller import TaskPoller, Watched, report
+
+__all__ = [
+    "KIND",
+    "PLURAL",
+    "delete_gcp_task",
+    "reconcile_gcp_task",
+    "resume_gcp_task",
+]
+
+log = logging.getLogger(__name__)
+
+KIND, PLURAL = "GcpTask", "gcptasks"
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _poller(deps: Deps) -> TaskPoller:
+    poller = deps.extras["task_poller"]
+    assert isinstance(poller, TaskPoller)
+    return poller
+
+
+def _tasks(deps: Deps) -> TasksAdapter:
+    assert deps.tasks is not None, "the Cloud Tasks adapter is built at startup"
+    return deps.tasks
+
+
+def _ttl(obj: ObjectView) -> int | None:
+    raw = obj.spec.get("ttlSecondsAfterFinished")
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else None
+
+
+def _created(obj: ObjectView) -> datetime.datetime:
+    return obj.created or _now()
+
+
+async def _write(
+    obj: ObjectView, deps: Deps, reason: ReadyReason, message: str, *,
+    created: bool = False, exists: bool = False, task: ObservedTask | None = None,
+    extra: Mapping[str, Any] | None = None, **rule: Any,
+) -> dict[str, Any]:
+    """The one way this reconcile reports: Ready, the phase rule, and what it observed."""
+    current = deps.status.known(obj.ref, obj.status)
+    desired = desired_task_status(
+        current, now=_now(), created=created, exists=exists, generation=obj.generation,
+        ready=ready_condition(reason, message), task=task, **rule,
+    )
+    desired.update(extra or {})
+    await report(deps, obj.ref, current, desired)
+    return desired
+
+
+def _relay_target(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> RelayTarget | None:
+    """Where a Relay task is sent: the operator's relay, naming this object (by uid)."""
+    if spec.delivery is not Delivery.RELAY:
+        return None
+    url = deps.settings.relay_url
+    if not url:
+        raise InvalidSpec("spec.delivery", "Relay needs the operator's relay URL (setting "
+                                           "GCPCALL_RELAY_URL), which is not configured; "
+                                           "use delivery: Direct")
+    body = json.dumps({
+        "apiVersion": obj.ref.api_version, "kind": KIND, "namespace": obj.ref.namespace,
+        "name": obj.ref.name, "uid": obj.ref.uid,
+    }, separators=(",", ":")).encode()
+    return RelayTarget(url=url, body=body)
+
+
+def _task_name(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> str:
+    return naming.task_name(spec.project, spec.location, spec.queue, deps.settings.cluster_name,
+                            obj.ref.namespace, obj.ref.name, obj.ref.uid)
+
+
+def _identity_status(spec: GcpTaskSpec, identity: GoogleIdentity) -> dict[str, Any]:
+    out: dict[str, str] = {}
+    if spec.service_account_name:
+        out["serviceAccountName"] = spec.service_account_name
+    if identity.email:
+        out["googleServiceAccount"] = identity.email
+    return {"identity": out} if out else {}
+
+
+def _is_created(status: Mapping[str, Any]) -> bool:
+    ready = find_condition(status.get("conditions"), "Ready") or {}
+    return bool(status.get("taskName")) and ready.get("reason") == ReadyReason.CREATED.value
+
+
+def _watched(obj: ObjectView, deps: Deps, spec: GcpTaskSpec, name: str) -> Watched:
+    return Watched(
+        ref=obj.ref, namespace=obj.ref.namespace, service_account=spec.service_account_name,
+        group=(identity_key(obj.ref.namespace, spec.service_account_name, deps),
+               spec.queue_name),
+        task_name=name, seed=dict(obj.status), ttl_seconds=spec.ttl_seconds_after_finished,
+    )
+
+
+async def reconcile_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
+    """Create the task once; report it. Returns when to try again, if at all."""
+    status = deps.status.known(obj.ref, obj.status)
+    if status.get("phase") in TERMINAL_PHASES:
+        _poller(deps).finished(obj.ref, _ttl(obj), status)
+        return Outcome.done()  # finished tasks cost nothing
+    if _is_created(status) and _poller(deps).watching(obj.ref):
+        return Outcome.done()  # a metadata edit: the poller already follows the task
+
+    try:
+        spec = parse_gcp_task(obj.spec, await defaults_for(obj, deps))
+        relay = _relay_target(spec, obj, deps)
+    except InvalidSpec as e:
+        return await _invalid(obj, deps, e)
+    if _is_created(status):
+        # Created before a restart: the poller takes it from here, no Google call now.
+        name = str(status["taskName"])
+        _poller(deps).watch(_watched(obj, deps, spec, name), soon=True)
+        return Outcome.done()
+
+    try:
+        identity = await deps.identities.resolve(obj.ref.namespace, spec.service_account_name)
+    except IdentityNotReady as e:
+        await _write(obj, deps, ReadyReason.IDENTITY_NOT_READY, str(e))
+        return Outcome.retry_slow("IdentityNotReady")
+
+    try:
+        body = await resolve_body(spec.target, obj.ref.namespace, deps.kube)
+        desired = desired_task(spec, _task_name(spec, obj, deps), identity.email,
+                               _created(obj), body=body, relay=relay)
+    except InvalidSpec as e:
+        return await _invalid(obj, deps, e)
+
+    try:
+        task, fresh = await _create_once(deps, desired, identity)
+    except Exception as exc:  # every Google error ends up in status, classified once
+        return await _create_failed(obj, deps, spec, exc)
+
+    queue = await _poller(deps).queue_info(spec.queue_name, identity)
+    message = f"the task exists in Cloud Tasks queue {spec.queue_name}"
+    written = await _write(
+        obj, deps, ReadyReason.CREATED, message, created=True, exists=task is not None,
+        task=task, max_attempts=queue.max_attempts if queue else None,
+        queue_paused=bool(queue and queue.paused),
+        extra={"taskName": desired.name, **_identity_status(spec, identity)},
+    )
+    if fresh:
+        await deps.events.normal(obj.ref, "Created", f"created Cloud Task {desired.name}")
+    else:
+        state = "found" if task is not None else "found that it already ran:"
+        await deps.events.normal(obj.ref, "Created", f"{state} Cloud Task {desired.name} "
+                                                     "(created before a restart)")
+    if written.get("phase") in TERMINAL_PHASES:
+        _poller(deps).finished(obj.ref, spec.ttl_seconds_after_finished, written)
+    else:
+        _poller(deps).watch(_watched(obj, deps, spec, desired.name), observed=task)
+    return Outcome.done()
+
+
+async def _create_once(
+    deps: Deps, desired: Any, identity: GoogleIdentity
+) -> tuple[ObservedTask | None, bool]:
+    """(task, created now). ALREADY_EXISTS: created before, so GET it; None: it already
+    ran and Cloud Tasks deleted it."""
+    tasks = _tasks(deps)
+    try:
+        return await tasks.create_task(desired, identity), True
+    except Exception as exc:
+        if classify(exc).reason != "AlreadyExists":
+            raise
+    return await tasks.get_task(desired.name, identity), False
+
+
+async def _invalid(obj: ObjectView, deps: Deps, e: InvalidSpec) -> Outcome:
+    message = f"{e.field}: {e.message}"
+    await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
+    await deps.events.warning(obj.ref, "InvalidSpec", message)
+    return Outcome.done()  # the spec is immutable: nothing to retry
+
+
+async def _create_failed(
+    obj: ObjectView, deps: Deps, spec: GcpTaskSpec, exc: Exception
+) -> Outcome:
+    c = classify(exc)
+    if c.reason == "NotFound":
+        # Cloud Tasks answers CreateTask in a missing queue with FAILED_PRECONDITION.
+        message = (f"queue {spec.queue_name} does not exist ({c.message}); the task is "
+                   "created as soon as it does")
+        await _write(obj, deps, ReadyReason.QUEUE_NOT_FOUND, message)
+        await deps.events.warning(obj.ref, "QueueNotFound", message)
+
+        async def retry() -> None:
+            await reconcile_gcp_task(obj, deps)
+
+        _poller(deps).wait_for_queue(obj.ref, spec.queue_name, obj.ref.namespace,
+                                     spec.service_account_name, retry)
+        return Outcome.done()
+    if c.reason == "Unexpected":
+        log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name,
+                      exc_info=exc)
+    await _write(obj, deps, _ready_reason(c.reason), c.message)
+    await deps.events.warning(obj.ref, "Failed", c.message)
+    return Outcome.retry(c) if c.retryable else Outcome.done()
+
+
+def _ready_reason(reason: str) -> ReadyReason:
+    try:
+        return ReadyReason(reason)
+    except ValueError:  # "Unexpected", "AlreadyExists": transient as far as users see
+        return ReadyReason.GCP_ERROR
+
+
+async def resume_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
+    """After an operator restart: no Google write, and reads only for unfinished tasks
+    (batched by the poller into ListTasks per queue when many are due)."""
+    return await reconcile_gcp_task(obj, deps)
+
+
+async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
+    """Delete: a task that has not finished is deleted with the object (`Delete`) or left
+    to run (`Abandon`); a finished one needs no call at all."""
+    poller = _poller(deps)
+    poller.forget(obj.ref)
+    status = deps.status.known(obj.ref, obj.status)
+    if status.get("phase") in TERMINAL_PHASES:
+        deps.status.forget(obj.ref)
+        return Outcome.done()
+    if obj.spec.get("deletionPolicy") == DeletionPolicy.ABANDON.value:
+        if status.get("taskName"):
+            await deps.events.normal(obj.ref, "Abandoned",
+                                     f"kept Cloud Task {status['taskName']} to run")
+        deps.status.forget(obj.ref)
+        return Outcome.done()
+    ready = find_condition(status.get("conditions"), "Ready") or {}
+    never_created = not status.get("taskName") and ready.get("reason") in (
+        ReadyReason.INVALID_SPEC.value, ReadyReason.IDENTITY_NOT_READY.value)
+    try:
+        spec = parse_gcp_task(obj.spec, await defaults_for(obj, deps))
+    except InvalidSpec:
+        spec = None
+    name = status.get("taskName") or (spec and _task_name(spec, obj, deps))
+    if never_created or not name:
+        deps.status.forget(obj.ref)
+        return Outcome.done()
+    # The name is known even when a crash hid the create from status: it derives from uid.
+    ksa = spec.service_account_name if spec else (
+        obj.spec.get("serviceAccountName") or deps.settings.default_service_account)
+    try:
+        identity = await deps.identities.resolve(obj.ref.namespace, ksa)
+        deleted = await _tasks(deps).delete_task(str(name), identity)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
+        await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message,
+                     created=bool(status.get("taskName")), exists=True)
+        await deps.events.warning(obj.ref, "DeletionBlocked", message)
+        return Outcome.retry_deletion()
+    if deleted:
+        await deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Task {name}")
+    deps.status.forget(obj.ref)
+    return Outcome.done()
