@@ -1,8 +1,10 @@
-"""Serving Google's proto-plus messages over gRPC without protoc, with faults and a call log.
+"""Serving Google's proto-plus messages over gRPC without protoc, with auth, faults and a
+call log.
 
 Why: both service halves register unary methods the same way (the message classes the
 client libraries ship as (de)serializers), and every served call must pass through the
-fault injector and land in the call log with the code it ended with. One wrapper does it.
+bearer-token check (`rpcauth`, opt-in), the fault injector, and land in the call log with
+its caller and the code it ended with. One wrapper does it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from gcpcall.emulator.core import CallLog, Clock, Dispatcher, FaultInjector, TokenIssuer
+from gcpcall.emulator.rpcauth import AuthRefused, RpcAuth
 
 __all__ = [
     "ApiError",
@@ -38,6 +41,7 @@ class EmulatorCore(Protocol):
     tokens: TokenIssuer
     faults: FaultInjector
     calls: CallLog
+    auth: RpcAuth
 
 
 class ApiError(Exception):
@@ -96,22 +100,29 @@ def _served(
     core: EmulatorCore, service: str, method: str, fn: UnaryMethod
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def serve(request: Any, context: Any) -> Any:
+        try:
+            caller = core.auth.authenticate(context.invocation_metadata())
+        except AuthRefused as refused:
+            core.calls.record(service, method, refused.code, None)
+            await context.abort(refused.code, refused.message)
+        principal = caller.principal if caller is not None else None
         latency, fault = core.faults.decide(method)
         if latency > 0:
             await core.clock.sleep(latency)
         if fault is not None:
-            core.calls.record(service, method, fault, None)
+            core.calls.record(service, method, fault, principal)
             await context.abort(fault, f"injected fault: {fault.name} for {method}")
         try:
-            response = await fn(request)
-        except ApiError as error:
-            core.calls.record(service, method, error.code, None)
+            with core.auth.acting_as(caller):
+                response = await fn(request)
+        except (ApiError, AuthRefused) as error:
+            core.calls.record(service, method, error.code, principal)
             await context.abort(error.code, error.message)
         except Exception:
             log.exception("emulator %s/%s failed", service, method)
-            core.calls.record(service, method, grpc.StatusCode.INTERNAL, None)
+            core.calls.record(service, method, grpc.StatusCode.INTERNAL, principal)
             await context.abort(grpc.StatusCode.INTERNAL, "emulator internal error")
-        core.calls.record(service, method, grpc.StatusCode.OK, None)
+        core.calls.record(service, method, grpc.StatusCode.OK, principal)
         return response
 
     return serve

@@ -30,6 +30,8 @@ Admin routes (JSON, prefix /emulator/v1/iam):
 - POST /policy:grant  {"member", "serviceAccount"} -> the policy
 - POST /policy:revoke {"member", "serviceAccount"} -> the policy
 - POST /tokens:revoke {"token"}          -> {} (the access token is refused from then on)
+- POST /tokens:revoke {"principal"}      -> {"revoked": n} (every token of that principal
+                                          presented to an emulated service so far)
 - GET  /calls                            -> {"calls": [{"method", "caller", "target", "status"}]}
 """
 
@@ -48,7 +50,9 @@ from aiohttp import web
 from gcpcall.emulator.core import CallLog, TokenIssuer
 
 __all__ = [
+    "CLOUD_PLATFORM",
     "IAM_ADMIN_PREFIX",
+    "UNAUTHENTICATED_MESSAGE",
     "Caller",
     "IamCall",
     "IamPolicy",
@@ -64,12 +68,13 @@ SERVICE = "iamcredentials.googleapis.com"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _IAM_SCOPES = frozenset({CLOUD_PLATFORM, "https://www.googleapis.com/auth/iam"})
 _MAX_LIFETIME = 3600
+_MAX_SEEN = 100_000  # tokens remembered for revoke_principal before expired ones are pruned
 
 _WORKLOAD_PRINCIPAL = re.compile(
     r"^principal://iam\.googleapis\.com/projects/[^/]+/locations/global/"
     r"workloadIdentityPools/(?P<pool>[^/]+)/subject/ns/(?P<ns>[^/]+)/sa/(?P<ksa>[^/]+)$"
 )
-_UNAUTHENTICATED = (
+UNAUTHENTICATED_MESSAGE = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
     "cookie or other valid authentication credential. "
     "See https://developers.google.com/identity/sign-in/web/devconsole-project."
@@ -230,6 +235,7 @@ class IamState:
         self.policy = policy or IamPolicy()
         self.call_log = call_log
         self._revoked: set[str] = set()
+        self._seen: dict[str, tuple[str, float]] = {}  # token -> (principal, expiry)
         self._lock = threading.Lock()
         self._calls: list[IamCall] = []
 
@@ -239,6 +245,16 @@ class IamState:
         """Refuse this access token from now on, as Google does after a revocation."""
         with self._lock:
             self._revoked.add(token)
+
+    def revoke_principal(self, principal: str) -> int:
+        """Revoke every live token of `principal` that was presented to an emulated
+        service so far (as revoking a service account's keys would); returns how many."""
+        with self._lock:
+            tokens = [t for t, (p, _) in self._seen.items() if p == principal]
+            self._revoked.update(tokens)
+            for token in tokens:
+                del self._seen[token]
+        return len(tokens)
 
     def caller(self, token: str | None) -> Caller | None:
         """Who holds `token`; None if it is unknown, expired or revoked."""
@@ -250,6 +266,11 @@ class IamState:
         info = self.tokens.access_token_info(token)
         if info is None:
             return None
+        with self._lock:
+            if len(self._seen) >= _MAX_SEEN:
+                now = datetime.datetime.now(datetime.UTC).timestamp()
+                self._seen = {t: e for t, e in self._seen.items() if e[1] > now}
+            self._seen[token] = (info.email, info.expires_at.timestamp())
         return Caller(principal=info.email, scopes=info.scopes)
 
     def authenticate(self, authorization: str | None) -> Caller | None:
@@ -355,7 +376,7 @@ def _generate(state: IamState, method: str, permission: str) -> Any:
             return response
 
         if caller is None:
-            return done(google_error(401, "UNAUTHENTICATED", _UNAUTHENTICATED))
+            return done(google_error(401, "UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE))
         if doc is None:
             return done(google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload."))
         if not _IAM_SCOPES.intersection(caller.scopes):
@@ -437,9 +458,13 @@ def add_routes(app: web.Application, state: IamState) -> None:
 
     async def revoke_token(request: web.Request) -> web.Response:
         doc = await _body(request) or {}
-        token = doc.get("token")
+        token, principal = doc.get("token"), doc.get("principal")
+        if isinstance(principal, str) and principal:
+            return web.json_response({"revoked": state.revoke_principal(principal)})
         if not isinstance(token, str) or not token:
-            return google_error(400, "INVALID_ARGUMENT", 'expected {"token": ...}')
+            return google_error(
+                400, "INVALID_ARGUMENT", 'expected {"token": ...} or {"principal": ...}'
+            )
         state.revoke_token(token)
         return web.json_response({})
 

@@ -7,6 +7,10 @@ the RPCs, and runs a loop that fires each enabled job at its next cron time on t
 emulator's clock. Rules and messages live in `scheduler_rules` and `scheduler_jobs`, the
 HTTP attempts in `scheduler_run`.
 
+With authentication on (`rpcauth`), CreateJob, and UpdateJob when it writes the HTTP
+target or changes its token service account, need `iam.serviceAccounts.actAs` on the
+job's OAuth/OIDC token service account.
+
 Behaviour where the reference is silent: a paused job has no `schedule_time` (it gets one
 again on resume); RunJob works in any state; when the clock jumps over several cron
 times the job runs once, for the latest of them (no catch-up burst).
@@ -139,6 +143,7 @@ class SchedulerService:
         for output_only in ("user_update_time", "status", "schedule_time", "last_attempt_time"):
             job.ClearField(output_only)
         zone, policy = _checked(validate_job, job)
+        self.core.auth.require_act_as(_token_account(job))
         fill_defaults(job)
         now = self.core.clock.now()
         job.user_update_time.FromDatetime(now)
@@ -173,6 +178,9 @@ class SchedulerService:
         paths = list(request.update_mask.paths)
         job = _checked(apply_update, entry.job, update, paths)
         zone, policy = _checked(validate_job, job)
+        account = _token_account(job)
+        if account != _token_account(entry.job) or _touches_target(paths, update):
+            self.core.auth.require_act_as(account)
         fill_defaults(job)
         now = self.core.clock.now()
         job.user_update_time.FromDatetime(now)
@@ -341,6 +349,21 @@ class SchedulerService:
             # Cancel without awaiting: awaiting here could swallow our own cancellation.
             for waiter in waiters:
                 waiter.cancel()
+
+
+def _token_account(job: Any) -> str:
+    """The service account whose token the job's HTTP calls carry ("" for none)."""
+    if not job.HasField("http_target"):
+        return ""
+    target = job.http_target
+    return str(target.oauth_token.service_account_email or target.oidc_token.service_account_email)
+
+
+def _touches_target(paths: list[str], update: Any) -> bool:
+    """Does an UpdateJob write the HTTP target (an empty mask writes the fields given)?"""
+    if not paths:
+        return bool(update.HasField("http_target"))
+    return any(p.split(".", 1)[0] == "http_target" for p in paths)
 
 
 def _checked(function: Any, *args: Any) -> Any:

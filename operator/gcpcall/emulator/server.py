@@ -27,6 +27,8 @@ from aiohttp import web
 from gcpcall.emulator.admin import add_core_routes, parse_status_code
 from gcpcall.emulator.core import CallLog, Clock, Dispatcher, FaultInjector, TokenIssuer
 from gcpcall.emulator.identity_services import IdentityServices
+from gcpcall.emulator.rpcauth import RpcAuth
+from gcpcall.emulator.rpcauth import add_routes as add_auth_routes
 from gcpcall.emulator.scheduler import SchedulerService
 from gcpcall.emulator.scheduler import add_admin_routes as add_scheduler_routes
 
@@ -43,7 +45,9 @@ class Emulator:
     """Cloud Scheduler v1 and Cloud Tasks v2 over gRPC, plus the emulator's HTTP routes.
 
     Attributes shared by both service halves: `clock`, `dispatcher`, `tokens`, `faults`,
-    `calls`. After `start()`: `grpc_port`, `http_port`, `grpc_target`, `http_url`.
+    `calls`, `auth` (with `require_auth`, every RPC needs a bearer token the identity
+    services minted, and attaching a token service account needs actAs on it; see
+    `rpcauth`). After `start()`: `grpc_port`, `http_port`, `grpc_target`, `http_url`.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class Emulator:
         issuer: str = "https://accounts.google.com",
         tokens: TokenIssuer | None = None,
         host: str = "127.0.0.1",
+        require_auth: bool = False,
     ) -> None:
         self.host = host
         self.clock = Clock()
@@ -61,15 +66,18 @@ class Emulator:
         self.tokens = tokens or TokenIssuer(issuer)
         self.faults = FaultInjector(seed)
         self.calls = CallLog()
+        self.identity = IdentityServices(self.tokens, call_log=self.calls)
+        # bearer tokens on the Scheduler/Tasks RPCs, checked against the identity services
+        self.auth = RpcAuth(self.identity.iam, required=require_auth)
         self.scheduler = SchedulerService(self)
         self.tasks: Any = _tasks_service(self)
-        self.identity = IdentityServices(self.tokens, call_log=self.calls)
         self.grpc_port = 0
         self.http_port = 0
         self.app = web.Application()
         add_core_routes(self.app, self)
         add_scheduler_routes(self.app, self.scheduler)
         self.identity.add_routes(self.app)  # IAM Credentials, STS, metadata server
+        add_auth_routes(self.app, self.auth)
         if self.tasks is not None:
             add_tasks_routes = getattr(sys.modules[_TASKS_MODULE], "add_admin_routes", None)
             if add_tasks_routes is not None:
@@ -185,6 +193,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="HOST=URL[,HOST=URL...]",
         help="route https://HOST/... to URL, e.g. compute.googleapis.com=http://127.0.0.1:8089",
     )
+    parser.add_argument(
+        "--require-auth",
+        action="store_true",
+        help="refuse Scheduler/Tasks RPCs without a valid bearer token (UNAUTHENTICATED) and "
+        "enforce iam.serviceAccounts.actAs on the token service account of jobs and tasks",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(list(argv))
     try:
@@ -217,7 +231,13 @@ def _parse_host_map(values: Sequence[str]) -> dict[str, str]:
 
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM or SIGINT, printing the bound ports as one JSON line when ready."""
-    emulator = Emulator(seed=args.seed, host_map=args.hosts, issuer=args.issuer, host=args.host)
+    emulator = Emulator(
+        seed=args.seed,
+        host_map=args.hosts,
+        issuer=args.issuer,
+        host=args.host,
+        require_auth=args.require_auth,
+    )
     for method, code, rate, latency in args.faults:
         emulator.faults.set(method, code, rate, latency)
     stopping = asyncio.Event()
@@ -237,7 +257,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`gcpcall-operator emulator [--grpc-port N] [--http-port N] [--seed N] ...`."""
+    """`gcpcall-operator emulator [--grpc-port N] [--http-port N] [--require-auth] ...`."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     asyncio.run(serve(args))

@@ -5,6 +5,10 @@ Tasks through the official client library; this service answers them as Cloud Ta
 (codes, field semantics, defaults), registered as a generic gRPC handler over the message
 classes `google-cloud-tasks` ships, so no protoc step is needed. Request validation lives
 here; queues, dispatch and tombstones live in `tasks_engine`.
+
+With authentication on (`rpcauth`), every RPC needs a bearer token, and CreateTask (and
+CreateQueue/UpdateQueue with a queue-level HTTP target) needs `iam.serviceAccounts.actAs`
+on the OAuth/OIDC token service account it attaches.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import grpc
 from google.cloud.tasks_v2 import types as tasks_types
 from google.protobuf import empty_pb2, field_mask_pb2
 
+from gcpcall.emulator.iam import CLOUD_PLATFORM
+from gcpcall.emulator.rpcauth import AuthRefused
 from gcpcall.emulator.tasks_admin import add_admin_routes  # re-exported for the server
 from gcpcall.emulator.tasks_engine import TasksCore, TasksEngine, TasksSettings
 from gcpcall.emulator.tasks_model import (
@@ -59,6 +65,7 @@ _BODY_METHODS = frozenset(
     {tasks_types.HttpMethod.POST, tasks_types.HttpMethod.PUT, tasks_types.HttpMethod.PATCH}
 )
 _MAX_HEADERS_SIZE = 80 * 1024  # HttpRequest.headers: "must be less than 80KB"
+_SCOPES = (CLOUD_PLATFORM, "https://www.googleapis.com/auth/cloud-tasks")
 
 Handler = Callable[[Any], Any]
 
@@ -133,23 +140,30 @@ class TasksService:
     def _serving(
         self, method: str, impl: Handler
     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]:
-        calls = self.core.calls
+        calls, auth = self.core.calls, self.core.auth
 
         async def serve(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
+                caller = auth.authenticate(context.invocation_metadata(), _SCOPES)
+            except AuthRefused as refused:
+                calls.record(SERVICE_NAME, method, refused.code, None)
+                await context.abort(refused.code, refused.message)
+            principal = caller.principal if caller is not None else None
+            try:
                 await self.core.faults.apply(method, context)
             except BaseException:
-                calls.record(SERVICE_NAME, method, _aborted_code(context), None)
+                calls.record(SERVICE_NAME, method, _aborted_code(context), principal)
                 raise
             try:
-                response = impl(request)
-            except TasksError as refusal:
-                calls.record(SERVICE_NAME, method, refusal.code, None)
+                with auth.acting_as(caller):
+                    response = impl(request)
+            except (TasksError, AuthRefused) as refusal:
+                calls.record(SERVICE_NAME, method, refusal.code, principal)
                 await context.abort(refusal.code, refusal.message)
             except Exception:  # a bug: gRPC answers UNKNOWN, the log should say so too
-                calls.record(SERVICE_NAME, method, grpc.StatusCode.UNKNOWN, None)
+                calls.record(SERVICE_NAME, method, grpc.StatusCode.UNKNOWN, principal)
                 raise
-            calls.record(SERVICE_NAME, method, grpc.StatusCode.OK, None)
+            calls.record(SERVICE_NAME, method, grpc.StatusCode.OK, principal)
             return response
 
         return serve
@@ -178,6 +192,7 @@ class TasksService:
             if request.queue.HasField(field_name):
                 getattr(config, field_name).CopyFrom(getattr(request.queue, field_name))
         validate_queue_config(config)
+        self.core.auth.require_act_as(_token_account(config))
         apply_queue_defaults(config)
         config.state = QueuePb.State.RUNNING
         queue = QueueRecord(name=name, config=config)
@@ -237,6 +252,9 @@ class TasksService:
                 if request.queue.HasField(field_name):
                     getattr(config, field_name).CopyFrom(getattr(request.queue, field_name))
         validate_queue_config(config)
+        account = _token_account(config)
+        if existing is None or account != _token_account(existing.config):
+            self.core.auth.require_act_as(account)
         apply_queue_defaults(config)
         if existing is not None:
             existing.config = config
@@ -294,6 +312,9 @@ class TasksService:
         if given.ByteSize() > MAX_TASK_SIZE:
             raise TasksError(_INVALID, "Task size exceeds the maximum of 1MB.")
         http_request = _http_request(given)
+        auth = http_request.WhichOneof("authorization_header")
+        if auth is not None:
+            self.core.auth.require_act_as(getattr(http_request, auth).service_account_email)
         now = self.engine.now()
         schedule_time = micros(now)
         if given.HasField("schedule_time"):
@@ -397,6 +418,14 @@ def _http_request(task: Any) -> Any:
         del request.headers[key]
     request.headers["User-Agent"] = "Google-Cloud-Tasks"
     return request
+
+
+def _token_account(queue: Any) -> str:
+    """The token service account of a queue-level HTTP target override ("" for none)."""
+    if not queue.HasField("http_target"):
+        return ""
+    auth = queue.http_target.WhichOneof("authorization_header")
+    return str(getattr(queue.http_target, auth).service_account_email) if auth else ""
 
 
 def _view(view: int) -> int:

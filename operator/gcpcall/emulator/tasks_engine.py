@@ -29,6 +29,7 @@ from gcpcall.emulator.core import (
     HttpOutcome,
     TokenIssuer,
 )
+from gcpcall.emulator.rpcauth import RpcAuth
 from gcpcall.emulator.tasks_model import (
     TasksError,
     backoff_seconds,
@@ -65,6 +66,7 @@ class TasksCore(Protocol):
     tokens: TokenIssuer
     faults: FaultInjector
     calls: CallLog
+    auth: RpcAuth
 
 
 @dataclass
