@@ -96,6 +96,15 @@ class SchedulerAdapter:
             ),
         )
 
+    async def create_job_or_none(
+        self, parent: str, job: scheduler_v1.Job, identity: GoogleIdentity
+    ) -> scheduler_v1.Job | None:
+        """Create; None when a job of that name already exists (the caller adopts it)."""
+        try:
+            return await self.create_job(parent, job, identity)
+        except gexc.AlreadyExists:
+            return None
+
     async def update_job(
         self, job: scheduler_v1.Job, mask: list[str], identity: GoogleIdentity
     ) -> scheduler_v1.Job:

@@ -100,5 +100,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await deps.extras["task_poller"].stop()
     for channel in deps.extras.get("channels", []):
         await channel.close()
+    await deps.events.flush()
     await deps.identities.close()
     await deps.kube.close()

@@ -8,8 +8,12 @@ callers from spec fields and Google's error text, never from tokens or request b
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
+
+from collections.abc import Coroutine
+from typing import Any
 
 from gcpcall.kube import KubeClient, KubeError, ObjectRef
 
@@ -24,12 +28,27 @@ class EventRecorder:
     def __init__(self, kube: KubeClient, component: str = "gcpcall-operator") -> None:
         self.kube = kube
         self.component = component
+        self._pending: set[asyncio.Task[None]] = set()
 
-    async def normal(self, ref: ObjectRef, reason: str, message: str) -> None:
-        await self._post(ref, "Normal", reason, message)
+    # Posting runs in the background: an event is for humans, and waiting for it would put
+    # an API round trip on every reconcile's path to Ready. The task is returned for the
+    # callers that do want to wait.
+    def normal(self, ref: ObjectRef, reason: str, message: str) -> asyncio.Task[None]:
+        return self._spawn(self._post(ref, "Normal", reason, message))
 
-    async def warning(self, ref: ObjectRef, reason: str, message: str) -> None:
-        await self._post(ref, "Warning", reason, message)
+    def warning(self, ref: ObjectRef, reason: str, message: str) -> asyncio.Task[None]:
+        return self._spawn(self._post(ref, "Warning", reason, message))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def flush(self) -> None:
+        """Wait for the events still being posted (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

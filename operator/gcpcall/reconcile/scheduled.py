@@ -153,7 +153,7 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     except InvalidSpec as e:
         message = f"{e.field}: {e.message}"
         await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
-        await deps.events.warning(obj.ref, "InvalidSpec", message)
+        deps.events.warning(obj.ref, "InvalidSpec", message)
         return Outcome.done()  # nothing to retry until the spec changes
 
     try:
@@ -169,18 +169,18 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     except InvalidSpec as e:
         message = f"{e.field}: {e.message}"
         await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
-        await deps.events.warning(obj.ref, "InvalidSpec", message)
+        deps.events.warning(obj.ref, "InvalidSpec", message)
         return Outcome.done()
     except AdoptionRefused as e:
         await _write(obj, deps, ReadyReason.ADOPTION_REFUSED, str(e))
-        await deps.events.warning(obj.ref, "AdoptionRefused", str(e))
+        deps.events.warning(obj.ref, "AdoptionRefused", str(e))
         return Outcome.done()
     except Exception as exc:  # every Google error ends up in status, classified once
         c = classify(exc)
         if c.reason == "Unexpected":
             log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name)
         await _write(obj, deps, _ready_reason(c.reason), c.message)
-        await deps.events.warning(obj.ref, "Failed", c.message)
+        deps.events.warning(obj.ref, "Failed", c.message)
         return Outcome.retry(c) if c.retryable else Outcome.done()
 
     await _write(
@@ -210,27 +210,44 @@ async def _converge(
     obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, desired: Job,
     identity: GoogleIdentity,
 ) -> Job:
-    actual = await deps.scheduler.get_job(desired.name, identity)
+    known = deps.status.known(obj.ref, obj.status).get("jobName") == desired.name
+    # A new object most likely has no job yet: create first, and look only if it exists
+    # (adoption). An object we synced before: look first, it most likely exists.
+    actual = None if not known else await deps.scheduler.get_job(desired.name, identity)
     if actual is None:
-        parent = desired.name.rsplit("/jobs/", 1)[0]
-        await _write(obj, deps, ReadyReason.CREATING, "creating the Cloud Scheduler job")
-        actual = await deps.scheduler.create_job(parent, desired, identity)
-        await deps.events.normal(obj.ref, "Created", f"created Cloud Scheduler job {actual.name}")
+        created = await deps.scheduler.create_job_or_none(
+            desired.name.rsplit("/jobs/", 1)[0], desired, identity
+        )
+        if created is not None:
+            deps.events.normal(obj.ref, "Created", f"created Cloud Scheduler job {created.name}")
+            actual = created
+        else:
+            actual = await deps.scheduler.get_job(desired.name, identity)
+            if actual is None:  # deleted between our create and get: try again soon
+                raise RuntimeError(f"{desired.name} exists and vanished; retrying")
+            actual = await _adopt_or_update(obj, deps, desired, actual, identity)
     else:
-        owner = naming.parse_marker(actual.description)
-        mine = naming.ObjectKey(deps.settings.cluster_name, obj.ref.namespace, obj.ref.name)
-        if owner is not None and owner != mine:
-            raise AdoptionRefused(actual.name, f"{owner.cluster}/{owner.namespace}/{owner.name}")
-        mask = update_mask(desired, actual)
-        if mask:
-            await _write(obj, deps, ReadyReason.UPDATING, f"updating {', '.join(mask)}")
-            actual = await deps.scheduler.update_job(desired, mask, identity)
-            verb = "adopted and updated" if owner is None else "updated"
-            await deps.events.normal(obj.ref, "Updated", f"{verb} {', '.join(mask)}")
+        actual = await _adopt_or_update(obj, deps, desired, actual, identity)
     actual, action = await deps.scheduler.ensure_state(actual, spec.paused, identity)
     if action:
-        await deps.events.normal(obj.ref, action, f"{action.lower()} the Cloud Scheduler job")
+        deps.events.normal(obj.ref, action, f"{action.lower()} the Cloud Scheduler job")
     return actual
+
+
+async def _adopt_or_update(
+    obj: ObjectView, deps: Deps, desired: Job, actual: Job, identity: GoogleIdentity
+) -> Job:
+    owner = naming.parse_marker(actual.description)
+    mine = naming.ObjectKey(deps.settings.cluster_name, obj.ref.namespace, obj.ref.name)
+    if owner is not None and owner != mine:
+        raise AdoptionRefused(actual.name, f"{owner.cluster}/{owner.namespace}/{owner.name}")
+    mask = update_mask(desired, actual)
+    if not mask:
+        return actual
+    updated = await deps.scheduler.update_job(desired, mask, identity)
+    verb = "adopted and updated" if owner is None else "updated"
+    deps.events.normal(obj.ref, "Updated", f"{verb} {', '.join(mask)}")
+    return updated
 
 
 async def _run_if_requested(
@@ -243,7 +260,7 @@ async def _run_if_requested(
     ran = await deps.scheduler.run_job(job.name, identity)
     # Record the handled value at once, so that nothing after this point can run it twice.
     await deps.status.write(obj.ref, current, {"lastRunRequest": requested})
-    await deps.events.normal(obj.ref, "RunRequested", f"ran the job now (request {requested})")
+    deps.events.normal(obj.ref, "RunRequested", f"ran the job now (request {requested})")
     _sync(deps).expect_run(obj.ref)
     return ran
 
@@ -301,7 +318,7 @@ async def delete_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     """Honour deletionPolicy: Delete removes the job (NOT_FOUND counts as done)."""
     _sync(deps).untrack(obj.ref)
     if obj.spec.get("deletionPolicy") == "Abandon":
-        await deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")
+        deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")
         deps.status.forget(obj.ref)
         return Outcome.done()
     job_name = deps.status.known(obj.ref, obj.status).get("jobName")
@@ -318,10 +335,10 @@ async def delete_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     except Exception as exc:
         message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
         await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message)
-        await deps.events.warning(obj.ref, "DeletionBlocked", message)
+        deps.events.warning(obj.ref, "DeletionBlocked", message)
         return Outcome.retry_deletion()
     if deleted:
-        await deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Scheduler job {job_name}")
+        deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Scheduler job {job_name}")
     deps.status.forget(obj.ref)
     return Outcome.done()
 
@@ -355,4 +372,4 @@ async def release_if_abandoned(obj: ObjectView, finalizers: list[str], deps: Dep
             raise
         return
     deps.status.forget(obj.ref)
-    await deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")
+    deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")

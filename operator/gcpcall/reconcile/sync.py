@@ -232,7 +232,7 @@ class ScheduledSync:
         deps = self.deps
         if job is None:
             # Deleted outside the operator: the next reconcile recreates it.
-            await deps.events.warning(
+            deps.events.warning(
                 m.ref, "JobMissing", f"{m.job_name} no longer exists in Cloud Scheduler; recreating"
             )
             try:
@@ -243,19 +243,19 @@ class ScheduledSync:
                 log.warning("recreating %s failed: %s", m.job_name, classify(exc).message)
                 return False
             job = created
-            await deps.events.normal(m.ref, "DriftCorrected", f"recreated {m.job_name}")
+            deps.events.normal(m.ref, "DriftCorrected", f"recreated {m.job_name}")
         else:
             mask = update_mask(m.desired, job)
             try:
                 if mask:
                     job = await deps.scheduler.update_job(m.desired, mask, identity)
-                    await deps.events.normal(
+                    deps.events.normal(
                         m.ref, "DriftCorrected",
                         f"the job was changed outside the operator; restored {', '.join(mask)}",
                     )
                 job, action = await deps.scheduler.ensure_state(job, m.paused, identity)
                 if action:
-                    await deps.events.normal(
+                    deps.events.normal(
                         m.ref, "DriftCorrected", f"{action.lower()} the job again"
                     )
             except Exception as exc:

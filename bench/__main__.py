@@ -1,0 +1,38 @@
+"""`python -m bench [p1] [p3] [tasks]`: run the benchmarks and print their figures.
+
+Every figure is measured in one run on one stack (see harness.py); paste the printed lines
+into RESULTS.md together with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bench import bench_scheduled
+from bench.harness import stack
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("which", nargs="*", default=["p1", "p3"], choices=["p1", "p3", "tasks"])
+    parser.add_argument("--p1-n", type=int, default=50)
+    parser.add_argument("--p3-n", type=int, default=1000)
+    parser.add_argument("--p3-window", type=float, default=660.0,
+                        help="idle seconds measured (default: one drift-check period + 60 s)")
+    parser.add_argument("--tasks-n", type=int, default=1000)
+    args = parser.parse_args()
+    with stack() as s:
+        if "p1" in args.which:
+            print("P1", json.dumps(bench_scheduled.p1(s, args.p1_n)), flush=True)
+        if "p3" in args.which:
+            print("P3", json.dumps(bench_scheduled.p3(s, args.p3_n, args.p3_window)), flush=True)
+        if "tasks" in args.which:
+            from bench import bench_tasks  # noqa: PLC0415 - written by the GcpTask work
+
+            print("TASKS", json.dumps(bench_tasks.run(s, args.tasks_n)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

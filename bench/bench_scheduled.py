@@ -1,0 +1,107 @@
+"""ScheduledGcpCall benchmarks: P1 (apply -> Ready latency) and P3 (Google calls at rest).
+
+P1 compares the operator with the bare floor (`bare_scheduled.py`) in the same run, on the
+same API server and emulator: the ratio of median apply -> Ready=True latencies over N
+objects created one after another. P3 counts every Cloud Scheduler call the emulator serves
+while N synced objects sit idle (no run due) with the default sync settings, per object-hour.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+from kubernetes import client as k8s_client
+from kubernetes import watch
+
+from bench.harness import LOCATION, PROJECT, REPO, Stack, process, wait_for
+
+GROUP, VERSION, PLURAL = "gcpcall.dev", "v1alpha1", "scheduledgcpcalls"
+
+
+def body(name: str, schedule: str = "0 0 1 1 *") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledGcpCall",
+        "metadata": {"name": name},
+        "spec": {
+            "schedule": schedule, "timeZone": "Etc/UTC",
+            "target": {"uri": "https://example.com/hook", "method": "POST"},
+        },
+    }
+
+
+def _ready(obj: dict[str, Any]) -> bool:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            return True
+    return False
+
+
+def apply_to_ready(stack: Stack, namespace: str, n: int, prefix: str = "o") -> list[float]:
+    """Seconds from create to a watch event with Ready=True, one object at a time."""
+    api = k8s_client.CustomObjectsApi(stack.api)
+    latencies = []
+    for i in range(n):
+        name = f"{prefix}{i}"
+        w = watch.Watch()
+        stream = w.stream(api.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                          PLURAL, field_selector=f"metadata.name={name}", timeout_seconds=60)
+        start = time.perf_counter()
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(name))
+        for event in stream:
+            if _ready(event["object"]):
+                latencies.append(time.perf_counter() - start)
+                w.stop()
+                break
+        else:
+            raise RuntimeError(f"{name} never became Ready")
+    return latencies
+
+
+def p1(stack: Stack, n: int) -> dict[str, float]:
+    ns_op = stack.namespace("p1-operator")
+    with stack.operator("p1-operator"):
+        time.sleep(3)  # startup: login, CRD scan, watch established
+        apply_to_ready(stack, ns_op, 3, "warm")  # warm-up (first gRPC connection, imports)
+        op = apply_to_ready(stack, ns_op, n)
+    ns_bare = stack.namespace("p1-bare")
+    with process([sys.executable, str(REPO / "bench" / "bare_scheduled.py"), ns_bare,
+                  stack.grpc_target, f"projects/{PROJECT}/locations/{LOCATION}"],
+                 stack.work / "bare.log", env=stack.operator_env(), pipe=True) as bare:
+        assert bare.stdout is not None
+        bare.stdout.readline()
+        time.sleep(1)
+        apply_to_ready(stack, ns_bare, 3, "warm")
+        floor = apply_to_ready(stack, ns_bare, n)
+    return {
+        "operator_median_ms": statistics.median(op) * 1000,
+        "floor_median_ms": statistics.median(floor) * 1000,
+        "ratio": statistics.median(op) / statistics.median(floor),
+    }
+
+
+def p3(stack: Stack, n: int, window: float) -> dict[str, float]:
+    ns = stack.namespace("p3")
+    api = k8s_client.CustomObjectsApi(stack.api)
+    with stack.operator("p3-operator"):
+        for i in range(n):
+            api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(f"idle-{i}"))
+
+        def all_ready() -> bool:
+            items = api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+            return len(items) == n and all(_ready(o) for o in items)
+
+        wait_for(all_ready, timeout=max(600.0, n * 1.0), what=f"{n} objects Ready")
+        stack.admin("DELETE", "/calls")
+        time.sleep(window)
+        calls = [c for c in stack.calls() if c["service"].endswith("CloudScheduler")]
+    per_object_hour = len(calls) / n / (window / 3600.0)
+    methods: dict[str, int] = {}
+    for c in calls:
+        methods[c["method"]] = methods.get(c["method"], 0) + 1
+    return {"objects": n, "window_s": window, "calls": len(calls),
+            "calls_per_object_hour": per_object_hour, **{f"calls_{k}": v for k, v in methods.items()}}
+
+
