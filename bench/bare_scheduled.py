@@ -48,7 +48,7 @@ async def main(namespace: str, grpc_target: str, parent: str) -> None:
     channel = grpc.aio.insecure_channel(grpc_target)
     client = scheduler_v1.CloudSchedulerAsyncClient(
         transport=CloudSchedulerGrpcAsyncIOTransport(channel=channel))
-    session = kube._get_session()  # noqa: SLF001 - the baseline reuses the same HTTP session
+    session = kube._get_session()
     url = (f"{conn.server}/apis/gcpcall.dev/v1alpha1/namespaces/{namespace}/{PLURAL}"
            "?watch=true&allowWatchBookmarks=false")
     headers = {"Authorization": f"Bearer {conn.current_token()}"}

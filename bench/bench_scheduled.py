@@ -102,6 +102,7 @@ def p3(stack: Stack, n: int, window: float) -> dict[str, float]:
     for c in calls:
         methods[c["method"]] = methods.get(c["method"], 0) + 1
     return {"objects": n, "window_s": window, "calls": len(calls),
-            "calls_per_object_hour": per_object_hour, **{f"calls_{k}": v for k, v in methods.items()}}
+            "calls_per_object_hour": per_object_hour,
+            **{f"calls_{k}": v for k, v in methods.items()}}
 
 

@@ -71,10 +71,10 @@ class Stack:
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(  # noqa: S310 - http to the emulator on loopback
+        req = urllib.request.Request(
             f"http://127.0.0.1:{self.http_port}/emulator/v1{path}", data=data, method=method,
             headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=60) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-
 from collections.abc import Coroutine
 from typing import Any
 
