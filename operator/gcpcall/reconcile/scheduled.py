@@ -10,6 +10,7 @@ policy that the kopf handler turns into a delay.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Hashable, Mapping
@@ -179,6 +180,10 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         c = classify(exc)
         if c.reason == "Unexpected":
             log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name)
+        if c.code == "UNAUTHENTICATED":
+            # An expired or revoked token: drop it, and come back at once with a new one.
+            deps.identities.invalidate(obj.ref.namespace, spec.service_account_name or "")
+            c = dataclasses.replace(c, backoff="fast")
         await _write(obj, deps, _ready_reason(c.reason), c.message)
         deps.events.warning(obj.ref, "Failed", c.message)
         return Outcome.retry(c) if c.retryable else Outcome.done()

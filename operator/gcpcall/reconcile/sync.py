@@ -211,6 +211,9 @@ class ScheduledSync:
             return
         except Exception as exc:
             c = classify(exc)
+            if c.code == "UNAUTHENTICATED":  # a stale token: the next list gets a new one
+                self.deps.identities.invalidate(any_member.namespace,
+                                                any_member.service_account or "")
             group.last_list = self.clock()
             group.list_at = self.clock() + (300.0 if c.backoff == "slow" else 15.0)
             log.warning("ListJobs for %s/%s failed: %s", project, location, c.message)
