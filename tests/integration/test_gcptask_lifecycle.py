@@ -370,3 +370,24 @@ def test_deletion_policy_abandon_leaves_the_task_to_run(
     assert len(tasks_calls(emulator, "DeleteTask")) == deletes
     assert "Abandoned" in reasons(gtask, namespace, "kept")
     emulator.tasks().delete_task(name=task_name)  # tidy: it would run in ten minutes
+
+
+def test_refused_delete_blocks_deletion_until_google_allows_it(
+    gtask: Objects, namespace: str, emulator: Emulator
+) -> None:
+    make_queue(emulator, namespace)
+    gtask.create(namespace, sample("blocked", namespace, f"/gtask/{namespace}/blocked",
+                                   scheduleTime=later(600)))
+    task_name = wait_phase(gtask, namespace, "blocked", "Queued")["status"]["taskName"]
+    emulator.fault("DeleteTask", "PERMISSION_DENIED")
+    try:
+        gtask.delete(namespace, "blocked")
+        obj = wait_ready(gtask, namespace, "blocked", "DeletionBlocked")
+        assert "PERMISSION_DENIED" in condition(obj, "Ready")["message"]
+        assert obj["metadata"]["finalizers"]  # kept until the task is really gone
+        assert task_exists(emulator, task_name)
+    finally:
+        emulator.clear_faults()
+    gone(gtask, namespace, "blocked")
+    assert not task_exists(emulator, task_name)
+    assert "DeletionBlocked" in reasons(gtask, namespace, "blocked")

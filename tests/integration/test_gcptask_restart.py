@@ -39,6 +39,7 @@ from tests.integration.test_gcptask_lifecycle import (
     sample,
     tasks_calls,
     wait_phase,
+    wait_ready,
 )
 
 
@@ -211,3 +212,24 @@ def test_restart_reads_a_queue_of_waiting_tasks_with_one_list_and_writes_nothing
     assert "DeleteTask" not in methods
     for name in names:
         assert (gtask.get(namespace, name) or {})["status"]["phase"] == "Queued"
+
+
+def test_restart_while_waiting_for_the_queue_reads_only_and_still_creates_later(
+    own_operator: Operator, gtask: Objects, namespace: str, emulator: Emulator, target: Target
+) -> None:
+    path = f"/gtask/{namespace}/patient"
+    gtask.create(namespace, sample("patient", namespace, path))
+    wait_ready(gtask, namespace, "patient", "QueueNotFound")
+
+    own_operator.stop()
+    since = len(tasks_calls(emulator, "CreateTask"))
+    reads = len(tasks_calls(emulator, "GetQueue"))
+    own_operator.start()
+    wait_for(lambda: len(tasks_calls(emulator, "GetQueue")) > reads,
+             what="the restarted operator checks the queue")
+    assert creates_since(emulator, since) == []  # no CreateTask retried per object
+
+    make_queue(emulator, namespace)
+    wait_phase(gtask, namespace, "patient", "Unknown")
+    assert creates_since(emulator, since) == ["OK"]
+    assert len(target.received(path)) == 1

@@ -77,16 +77,17 @@ async def _write(
     obj: ObjectView, deps: Deps, reason: ReadyReason, message: str, *,
     created: bool = False, exists: bool = False, task: ObservedTask | None = None,
     extra: Mapping[str, Any] | None = None, **rule: Any,
-) -> dict[str, Any]:
-    """The one way this reconcile reports: Ready, the phase rule, and what it observed."""
+) -> tuple[dict[str, Any], bool]:
+    """The one way this reconcile reports: Ready, the phase rule, and what it observed.
+    Returns the status and whether it changed (events are posted for changes only, so a
+    restart does not repeat them)."""
     current = deps.status.known(obj.ref, obj.status)
     desired = desired_task_status(
         current, now=_now(), created=created, exists=exists, generation=obj.generation,
         ready=ready_condition(reason, message), task=task, **rule,
     )
     desired.update(extra or {})
-    await report(deps, obj.ref, current, desired)
-    return desired
+    return desired, await report(deps, obj.ref, current, desired)
 
 
 def _relay_target(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> RelayTarget | None:
@@ -120,8 +121,7 @@ def _identity_status(spec: GcpTaskSpec, identity: GoogleIdentity) -> dict[str, A
 
 
 def _is_created(status: Mapping[str, Any]) -> bool:
-    ready = find_condition(status.get("conditions"), "Ready") or {}
-    return bool(status.get("taskName")) and ready.get("reason") == ReadyReason.CREATED.value
+    return bool(status.get("taskName")) and _ready_reason_of(status) == ReadyReason.CREATED.value
 
 
 def _watched(obj: ObjectView, deps: Deps, spec: GcpTaskSpec, name: str) -> Watched:
@@ -133,8 +133,13 @@ def _watched(obj: ObjectView, deps: Deps, spec: GcpTaskSpec, name: str) -> Watch
     )
 
 
-async def reconcile_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
-    """Create the task once; report it. Returns when to try again, if at all."""
+async def reconcile_gcp_task(
+    obj: ObjectView, deps: Deps, *, queue_seen: bool = False
+) -> Outcome:
+    """Create the task once; report it. Returns when to try again, if at all.
+
+    `queue_seen`: the poller just found the queue this object was waiting for.
+    """
     status = deps.status.known(obj.ref, obj.status)
     if status.get("phase") in TERMINAL_PHASES:
         _poller(deps).finished(obj.ref, _ttl(obj), status)
@@ -151,6 +156,11 @@ async def reconcile_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         # Created before a restart: the poller takes it from here, no Google call now.
         name = str(status["taskName"])
         _poller(deps).watch(_watched(obj, deps, spec, name), soon=True)
+        return Outcome.done()
+    if not queue_seen and _ready_reason_of(status) == ReadyReason.QUEUE_NOT_FOUND.value:
+        # Still waiting for its queue (say, after a restart): a GetQueue decides, not a
+        # CreateTask per object.
+        _wait_for_queue(obj, deps, spec)
         return Outcome.done()
 
     try:
@@ -173,7 +183,7 @@ async def reconcile_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
 
     queue = await _poller(deps).queue_info(spec.queue_name, identity)
     message = f"the task exists in Cloud Tasks queue {spec.queue_name}"
-    written = await _write(
+    written, _ = await _write(
         obj, deps, ReadyReason.CREATED, message, created=True, exists=task is not None,
         task=task, max_attempts=queue.max_attempts if queue else None,
         queue_paused=bool(queue and queue.paused),
@@ -208,9 +218,24 @@ async def _create_once(
 
 async def _invalid(obj: ObjectView, deps: Deps, e: InvalidSpec) -> Outcome:
     message = f"{e.field}: {e.message}"
-    await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
-    await deps.events.warning(obj.ref, "InvalidSpec", message)
+    _, changed = await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
+    if changed:
+        await deps.events.warning(obj.ref, "InvalidSpec", message)
     return Outcome.done()  # the spec is immutable: nothing to retry
+
+
+def _ready_reason_of(status: Mapping[str, Any]) -> str | None:
+    ready = find_condition(status.get("conditions"), "Ready") or {}
+    reason = ready.get("reason")
+    return str(reason) if reason else None
+
+
+def _wait_for_queue(obj: ObjectView, deps: Deps, spec: GcpTaskSpec) -> None:
+    async def retry() -> None:
+        await reconcile_gcp_task(obj, deps, queue_seen=True)
+
+    _poller(deps).wait_for_queue(obj.ref, spec.queue_name, obj.ref.namespace,
+                                 spec.service_account_name, retry)
 
 
 async def _create_failed(
@@ -221,20 +246,17 @@ async def _create_failed(
         # Cloud Tasks answers CreateTask in a missing queue with FAILED_PRECONDITION.
         message = (f"queue {spec.queue_name} does not exist ({c.message}); the task is "
                    "created as soon as it does")
-        await _write(obj, deps, ReadyReason.QUEUE_NOT_FOUND, message)
-        await deps.events.warning(obj.ref, "QueueNotFound", message)
-
-        async def retry() -> None:
-            await reconcile_gcp_task(obj, deps)
-
-        _poller(deps).wait_for_queue(obj.ref, spec.queue_name, obj.ref.namespace,
-                                     spec.service_account_name, retry)
+        _, changed = await _write(obj, deps, ReadyReason.QUEUE_NOT_FOUND, message)
+        if changed:
+            await deps.events.warning(obj.ref, "QueueNotFound", message)
+        _wait_for_queue(obj, deps, spec)
         return Outcome.done()
     if c.reason == "Unexpected":
         log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name,
                       exc_info=exc)
-    await _write(obj, deps, _ready_reason(c.reason), c.message)
-    await deps.events.warning(obj.ref, "Failed", c.message)
+    _, changed = await _write(obj, deps, _ready_reason(c.reason), c.message)
+    if changed:
+        await deps.events.warning(obj.ref, "Failed", c.message)
     return Outcome.retry(c) if c.retryable else Outcome.done()
 
 
@@ -285,9 +307,10 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         deleted = await _tasks(deps).delete_task(str(name), identity)
     except Exception as exc:
         message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
-        await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message,
-                     created=bool(status.get("taskName")), exists=True)
-        await deps.events.warning(obj.ref, "DeletionBlocked", message)
+        _, changed = await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message,
+                                  created=bool(status.get("taskName")), exists=True)
+        if changed:
+            await deps.events.warning(obj.ref, "DeletionBlocked", message)
         return Outcome.retry_deletion()
     if deleted:
         await deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Task {name}")

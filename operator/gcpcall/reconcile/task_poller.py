@@ -158,6 +158,7 @@ class TaskPoller:
         self._heap: list[tuple[float, int, str, int]] = []  # (at, seq, uid, version)
         self._seq = itertools.count()
         self._queues: dict[str, tuple[float, ObservedQueue | None]] = {}
+        self._queue_reads: dict[str, asyncio.Future[ObservedQueue | None]] = {}
         self._queue_sizes: dict[str, int] = {}  # live tasks seen at the last ListTasks
         self._waits: dict[str, _QueueWait] = {}
         self._wait_rounds: dict[str, int] = {}  # queue -> checks made (backoff)
@@ -215,11 +216,22 @@ class TaskPoller:
         self._wakeup.set()
 
     async def queue_info(self, queue: str, identity: GoogleIdentity) -> ObservedQueue | None:
-        """The queue's state, cached briefly; None when unknown (missing or unreadable)."""
+        """The queue's state, cached briefly; None when unknown (missing or unreadable).
+
+        One GetQueue in flight per queue: a burst of creates in one queue shares it.
+        """
         ttl = min(_QUEUE_TTL_CAP, self.cap)
         hit = self._queues.get(queue)
         if hit is not None and self.clock() - hit[0] < ttl:
             return hit[1]
+        pending = self._queue_reads.get(queue)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_queue(queue, identity))
+            self._queue_reads[queue] = pending
+            pending.add_done_callback(lambda _: self._queue_reads.pop(queue, None))
+        return await asyncio.shield(pending)
+
+    async def _read_queue(self, queue: str, identity: GoogleIdentity) -> ObservedQueue | None:
         try:
             info = await self.tasks.get_queue(queue, identity)
         except Exception as exc:
