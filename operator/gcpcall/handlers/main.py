@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 
 import kopf
@@ -29,6 +30,8 @@ def run_operator(argv: Sequence[str]) -> int:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                         help="kopf liveness endpoint URL")
     parser.add_argument("--metrics-port", type=int, default=9090, help="0 disables metrics")
+    parser.add_argument("--peering", default=None,
+                        help="kopf peering object name (with more than one replica)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(list(argv))
     logging.basicConfig(
@@ -42,7 +45,10 @@ def run_operator(argv: Sequence[str]) -> int:
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness or None,
-            standalone=True,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            # kopf pauses every peer of equal priority; a random one makes one leader
+            priority=random.randint(1, 10_000) if args.peering else 0,  # noqa: S311
         )
     )
     return 0
