@@ -85,14 +85,14 @@ class RunningEmulator:
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """(status, JSON) of an admin API call; `path` is under /emulator/v1."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - our own http:// URL
+        request = urllib.request.Request(
             f"{self.http_url}/emulator/v1{path}",
             data=data,
             method=method,
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")

@@ -18,7 +18,7 @@ from tests.emulator.conftest import PARENT, RunningEmulator
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - local http
+    with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
 
 

@@ -74,7 +74,7 @@ class Emulator:
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(  # noqa: S310 - http to the emulator on loopback
+        req = urllib.request.Request(
             f"{self.http_url}/emulator/v1{path}", data=data, method=method,
             headers={"Content-Type": "application/json"},
         )
