@@ -155,6 +155,7 @@ class TaskPoller:
         self.settle = max(0.2, deps.settings.run_settle_seconds)
         self.cap = max(self.settle, deps.settings.drift_check_seconds)
         self._watched: dict[str, Watched] = {}  # uid -> entry
+        self._members: dict[GroupKey, set[str]] = {}  # group -> uids
         self._heap: list[tuple[float, int, str, int]] = []  # (at, seq, uid, version)
         self._seq = itertools.count()
         self._queues: dict[str, tuple[float, ObservedQueue | None]] = {}
@@ -175,7 +176,9 @@ class TaskPoller:
         old = self._watched.get(w.ref.uid)
         if old is not None:
             w.version = old.version + 1
+            self._members.get(old.group, set()).discard(w.ref.uid)
         self._watched[w.ref.uid] = w
+        self._members.setdefault(w.group, set()).add(w.ref.uid)
         self._wait_rounds.pop(w.queue, None)
         if observed is not None:
             w.last_seen = _signature(observed)
@@ -190,7 +193,7 @@ class TaskPoller:
         self._schedule(w, at)
 
     def forget(self, ref: ObjectRef) -> None:
-        self._watched.pop(ref.uid, None)
+        self._unwatch(ref.uid)
         for wait in self._waits.values():
             wait.waiters.pop(ref.uid, None)
 
@@ -199,7 +202,7 @@ class TaskPoller:
         retry: Retry,
     ) -> None:
         """Retry `retry` (the create) once `queue` exists; one GetQueue per queue decides."""
-        self._watched.pop(ref.uid, None)
+        self._unwatch(ref.uid)
         wait = self._waits.get(queue)
         if wait is None:
             rounds = self._wait_rounds.get(queue, 0)
@@ -208,6 +211,15 @@ class TaskPoller:
             self._waits[queue] = wait
         wait.waiters[ref.uid] = retry
         self._wakeup.set()
+
+    def _unwatch(self, uid: str) -> None:
+        w = self._watched.pop(uid, None)
+        if w is not None:
+            members = self._members.get(w.group)
+            if members is not None:
+                members.discard(uid)
+                if not members:
+                    del self._members[w.group]
 
     def expire(self, ref: ObjectRef, at: datetime.datetime) -> None:
         """Delete the object at `at` (ttlSecondsAfterFinished)."""
@@ -312,42 +324,55 @@ class TaskPoller:
     async def _round(self) -> None:
         now = self.clock()
         due: dict[GroupKey, list[Watched]] = {}
-        # a small window gathers tasks due together into one round (and one ListTasks)
-        while self._heap and self._heap[0][0] <= now + 0.1:
+        while self._heap and self._heap[0][0] <= now:
             entry = heapq.heappop(self._heap)
             if self._current(entry):
                 w = self._watched[entry[2]]
                 due.setdefault(w.group, []).append(w)
-        if due:
-            await asyncio.gather(*(self._poll_group(k, m) for k, m in due.items()))
+        plans = [(key, *self._plan(key, members, now)) for key, members in due.items()]
+        for _, members, _ in plans:
+            for w in members:
+                # a fallback in case this round fails; an observation reschedules it
+                self._schedule(w, now + _RETRY_FAST)
+        if plans:
+            await asyncio.gather(*(self._poll_group(key, members, batch)
+                                   for key, members, batch in plans))
         await self._expire_due(now)
         await self._check_queues(now)
 
-    async def _poll_group(self, key: GroupKey, members: list[Watched]) -> None:
+    def _plan(self, key: GroupKey, due: list[Watched], now: float) -> tuple[list[Watched], bool]:
+        """One ListTasks when enough members of the queue are due now or within the settle
+        time (they are all read then), else a GetTask for each due one."""
+        soon = [self._watched[uid] for uid in self._members.get(key, ())
+                if self._watched[uid].next_poll <= now + self.settle]
+        pages = max(1, math.ceil(self._queue_sizes.get(key[1], 0) / _PAGE))
+        if len(soon) >= _LIST_MIN * pages:
+            return soon, True
+        return due, False
+
+    async def _poll_group(self, key: GroupKey, members: list[Watched], batch: bool) -> None:
         started = self.clock()
+        queue = key[1]
         first = members[0]
         try:
             identity = await self.deps.identities.resolve(first.namespace, first.service_account)
-        except IdentityNotReady as e:
-            log.info("polling queue %s waits for its identity: %s", key[1], e)
-            for w in members:
-                self._schedule(w, self.clock() + _RETRY_SLOW)
-            return
-        pages = max(1, math.ceil(self._queue_sizes.get(key[1], 0) / _PAGE))
-        try:
-            if len(members) >= _LIST_MIN * pages:
-                listed = await self.tasks.list_tasks(key[1], identity)
+            if batch:
+                listed = await self.tasks.list_tasks(queue, identity)
                 SYNC_LISTS.labels(KIND).inc()
-                self._queue_sizes[key[1]] = len(listed)
+                self._queue_sizes[queue] = len(listed)
                 by_name = {t.name: t for t in listed}
                 await self._bounded(
                     [self._observe(w, by_name.get(w.task_name), identity) for w in members]
                 )
             else:
                 await self._bounded([self._get_and_observe(w, identity) for w in members])
-        except Exception as exc:  # ListTasks failed: every member tries again later
+        except IdentityNotReady as e:
+            log.info("polling queue %s waits for its identity: %s", queue, e)
+            for w in members:
+                self._schedule(w, self.clock() + _RETRY_SLOW)
+        except Exception as exc:  # ListTasks (or the identity) failed: try again later
             c = classify(exc)
-            log.warning("ListTasks %s failed: %s", key[1], c.message)
+            log.warning("reading tasks of %s failed: %s", queue, c.message)
             for w in members:
                 self._schedule(w, self.clock() + (
                     _RETRY_SLOW if c.backoff == "slow" else _RETRY_FAST))
@@ -398,6 +423,10 @@ class TaskPoller:
             if e.status in (404, 409):  # the object is gone (or was recreated)
                 self.forget(w.ref)
                 return
+            log.warning("status of %s/%s not written: %s", w.ref.namespace, w.ref.name, e)
+            self._schedule(w, self.clock() + _RETRY_FAST)
+            return
+        except (OSError, TimeoutError) as e:  # the API server is unreachable: later
             log.warning("status of %s/%s not written: %s", w.ref.namespace, w.ref.name, e)
             self._schedule(w, self.clock() + _RETRY_FAST)
             return
