@@ -86,6 +86,9 @@ def test_invalid_spec_is_reported_and_never_reaches_google(
     scheduler_calls = [c for c in emulator.calls()[before:]
                        if c["service"].endswith("CloudScheduler")]
     assert scheduler_calls == [] or all(c["method"] == "ListJobs" for c in scheduler_calls)
+    # and it can be deleted (a 1 MB body once made kopf's bookkeeping annotation too big)
+    sgc.delete(namespace, "bad")
+    wait_for(lambda: sgc.get(namespace, "bad") is None, what="the invalid object deleted")
 
 
 def test_invalid_project_from_namespace_annotation_names_its_source(

@@ -7,7 +7,10 @@ bookkeeping goes into annotations under our prefix so `status` carries only our 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -30,6 +33,28 @@ __all__ = ["build_deps"]
 log = logging.getLogger(__name__)
 
 KOPF_PREFIX = "operator.gcpcall.dev"
+
+
+class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled spec, with the request body replaced by its digest.
+
+    Why: kopf keeps the whole spec in an annotation, and annotations hold at most 256 KB in
+    all, while a request body may be up to 1 MB. With the full body in it, the annotation
+    patch fails, and with it every later patch of the object, including the one that
+    removes the finalizer, so the object could never be deleted. A digest still changes
+    whenever the body does, which is all the change detection needs.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        spec: dict[str, Any] = essence.get("spec") or {}
+        target = spec.get("target")
+        if isinstance(target, dict) and "body" in target:
+            raw = json.dumps(target["body"], sort_keys=True, separators=(",", ":"))
+            target["body"] = {"sha256": hashlib.sha256(raw.encode()).hexdigest()}
+        return essence
 
 
 @kopf.on.login()
@@ -74,7 +99,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=KOPF_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = CompactDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # our own events (observe.events), not kopf's
