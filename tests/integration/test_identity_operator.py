@@ -264,14 +264,31 @@ def _remove_objects(k8s: k8s_client.ApiClient, namespaces: tuple[str, ...]) -> N
                         raise
 
 
+def _settle(operator: Operator, log_offset: int, emulator: Emulator) -> None:
+    """Wait until the restarted session operator has resumed the objects of earlier modules
+    (its writes to the session emulator have stopped; the drift checks' reads go on), so
+    that its resume burst does not land in the next module's counts of emulator calls."""
+    wait_for(lambda: "Initial authentication has finished" in operator.log()[log_offset:],
+             timeout=60, what="the session operator started")
+    seen: list[int] = []
+
+    def quiet() -> bool:
+        seen.append(len(emulator.writes()))
+        return len(seen) > 6 and len(set(seen[-6:])) == 1
+
+    wait_for(quiet, timeout=60, interval=0.5, what="the session operator settled")
+
+
 @pytest.fixture(scope="module")
 def world(
     controlplane: ControlPlane, k8s: k8s_client.ApiClient, sgc: Objects,
-    operator: Operator, target: Target, tmp_path_factory: pytest.TempPathFactory,
+    operator: Operator, emulator: Emulator, target: Target,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
+    session_emulator = emulator
     workdir = tmp_path_factory.mktemp("identity-operator")
     operator.stop()  # never two operators on one API server
-    emulator = _start_secured_emulator(workdir / "emulator.log")
+    emulator = _start_secured_emulator(workdir / "emulator.log")  # this module's own
     namespaces = tuple(_new_namespace(k8s, p) for p in ("wi-a", "wi-b", "wi-cache", "imp"))
     system = _new_namespace(k8s, "gcpcall-system")
     operators: list[ScopedOperator] = []
@@ -333,7 +350,9 @@ def world(
                     if error.status != 404:
                         raise
         _stop(emulator.proc)
+        restarted_at = len(operator.log())
         operator.start()
+        _settle(operator, restarted_at, session_emulator)
 
 
 # --- helpers --------------------------------------------------------------------------------
