@@ -9,9 +9,6 @@ that backoff is decided in one place.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
@@ -20,32 +17,18 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
 )
 from google.protobuf import field_mask_pb2
 
+from gcpcall.gcp.calls import CountedCalls
 from gcpcall.gcp.identity import GoogleIdentity
 from gcpcall.gcp.ratelimit import QuotaLimiter
-from gcpcall.observe.metrics import GOOGLE_CALLS
 
 __all__ = ["Job", "SchedulerAdapter", "token_email"]
 
 Job = scheduler_v1.Job  # re-exported: the reconcilers hold jobs but import no Google library
 
-T = TypeVar("T")
 
 _TIMEOUT = 30.0
 # Cloud Scheduler's quotas, per project and minute.
 _QUOTAS = {"read": 1250.0, "write": 500.0}
-
-
-def _code_of(exc: BaseException) -> str:
-    if isinstance(exc, gexc.GoogleAPICallError) and exc.grpc_status_code is not None:
-        return str(exc.grpc_status_code.name)
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return str(exc.code().name)
-    return "UNKNOWN"
-
-
-def _project_of(name: str) -> str:
-    parts = name.split("/")
-    return parts[1] if len(parts) > 1 and parts[0] == "projects" else ""
 
 
 def token_email(job: Job) -> str:
@@ -60,19 +43,7 @@ class SchedulerAdapter:
     def __init__(self, channel: grpc.aio.Channel, limiter: QuotaLimiter | None = None) -> None:
         transport = CloudSchedulerGrpcAsyncIOTransport(channel=channel)
         self._client = scheduler_v1.CloudSchedulerAsyncClient(transport=transport)
-        self._limiter = limiter or QuotaLimiter(_QUOTAS)
-
-    async def _call(
-        self, method: str, name: str, kind: str, fn: Callable[[], Awaitable[T]]
-    ) -> T:
-        await self._limiter.acquire(_project_of(name), kind)
-        try:
-            result = await fn()
-        except Exception as exc:
-            GOOGLE_CALLS.labels("cloudscheduler", method, _code_of(exc)).inc()
-            raise
-        GOOGLE_CALLS.labels("cloudscheduler", method, "OK").inc()
-        return result
+        self._call = CountedCalls("cloudscheduler", _QUOTAS, limiter)
 
     async def get_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job | None:
         try:

@@ -11,8 +11,6 @@ not done here: errors go up to the one classifier (`gcp.errors`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 from google.api_core import exceptions as gexc
@@ -20,33 +18,19 @@ from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
 from gcpcall.api.observed import ObservedQueue, ObservedTask
+from gcpcall.gcp.calls import CountedCalls
 from gcpcall.gcp.identity import GoogleIdentity
 from gcpcall.gcp.ratelimit import QuotaLimiter
 from gcpcall.gcp.tasks_mapping import observed_queue, observed_task
-from gcpcall.observe.metrics import GOOGLE_CALLS
 
 __all__ = ["TasksAdapter"]
 
-T = TypeVar("T")
 
 _TIMEOUT = 30.0
 _PAGE = 1000  # ListTasks' largest page
 # Cloud Tasks' quotas, per project and minute: 6,000,000 API requests, of which List
 # requests (ListTasks, ListQueues, ListLocations) at most 600.
 _QUOTAS = {"api": 6_000_000.0, "list": 600.0}
-
-
-def _code_of(exc: BaseException) -> str:
-    if isinstance(exc, gexc.GoogleAPICallError) and exc.grpc_status_code is not None:
-        return str(exc.grpc_status_code.name)
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return str(exc.code().name)
-    return "UNKNOWN"
-
-
-def _project_of(name: str) -> str:
-    parts = name.split("/")
-    return parts[1] if len(parts) > 1 and parts[0] == "projects" else ""
 
 
 def _queue_of(task_name: str) -> str:
@@ -59,19 +43,7 @@ class TasksAdapter:
     def __init__(self, channel: grpc.aio.Channel, limiter: QuotaLimiter | None = None) -> None:
         transport = CloudTasksGrpcAsyncIOTransport(channel=channel)
         self._client = tasks_v2.CloudTasksAsyncClient(transport=transport)
-        self._limiter = limiter or QuotaLimiter(_QUOTAS)
-
-    async def _call(
-        self, method: str, name: str, kind: str, fn: Callable[[], Awaitable[T]]
-    ) -> T:
-        await self._limiter.acquire(_project_of(name), kind)
-        try:
-            result = await fn()
-        except Exception as exc:
-            GOOGLE_CALLS.labels("cloudtasks", method, _code_of(exc)).inc()
-            raise
-        GOOGLE_CALLS.labels("cloudtasks", method, "OK").inc()
-        return result
+        self._call = CountedCalls("cloudtasks", _QUOTAS, limiter)
 
     async def create_task(self, task: tasks_v2.Task, identity: GoogleIdentity) -> ObservedTask:
         """CreateTask in the queue the task's name names. ALREADY_EXISTS is raised (as
