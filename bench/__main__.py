@@ -15,11 +15,13 @@ from bench.harness import stack
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", default=["p1", "p3"], choices=["p1", "p3", "tasks"])
+    parser.add_argument("which", nargs="*", default=["p1", "p3"],
+                        choices=["p1", "p3", "p7", "tasks"])
     parser.add_argument("--p1-n", type=int, default=50)
     parser.add_argument("--p3-n", type=int, default=1000)
     parser.add_argument("--p3-window", type=float, default=660.0,
                         help="idle seconds measured (default: one drift-check period + 60 s)")
+    parser.add_argument("--p7-runs", type=int, default=5)
     parser.add_argument("--tasks-n", type=int, default=1000)
     args = parser.parse_args()
     with stack() as s:
@@ -27,6 +29,8 @@ def main() -> int:
             print("P1", json.dumps(bench_scheduled.p1(s, args.p1_n)), flush=True)
         if "p3" in args.which:
             print("P3", json.dumps(bench_scheduled.p3(s, args.p3_n, args.p3_window)), flush=True)
+        if "p7" in args.which:
+            print("P7", json.dumps(bench_scheduled.p7(s, args.p7_runs)), flush=True)
         if "tasks" in args.which:
             from bench import bench_tasks
 

@@ -8,6 +8,7 @@ while N synced objects sit idle (no run due) with the default sync settings, per
 
 from __future__ import annotations
 
+import datetime
 import statistics
 import sys
 import time
@@ -106,3 +107,36 @@ def p3(stack: Stack, n: int, window: float) -> dict[str, float]:
             **{f"calls_{k}": v for k, v in methods.items()}}
 
 
+
+
+def p7(stack: Stack, runs: int) -> dict[str, float]:
+    """Seconds from a run's scheduled time to `status.lastRun` showing it, default settings.
+
+    One object on `* * * * *`; the emulator fires it at each minute (real clock); we watch
+    the object and note when a new `lastRun.attemptTime` appears.
+    """
+    ns = stack.namespace("p7")
+    api = k8s_client.CustomObjectsApi(stack.api)
+    latencies: list[float] = []
+    with stack.operator("p7-operator"):
+        api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
+                                            body("every-minute", "* * * * *"))
+        seen: set[str] = set()
+        w = watch.Watch()
+        deadline = time.time() + 70 * (runs + 1)
+        for event in w.stream(api.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
+                              timeout_seconds=int(70 * (runs + 1))):
+            last = ((event["object"].get("status") or {}).get("lastRun") or {})
+            attempt = last.get("attemptTime")
+            if attempt and attempt not in seen:
+                seen.add(attempt)
+                scheduled = last.get("scheduleTime") or attempt
+                when = datetime.datetime.fromisoformat(scheduled.replace("Z", "+00:00"))
+                latencies.append(time.time() - when.timestamp())
+                if len(latencies) >= runs:
+                    w.stop()
+                    break
+            if time.time() > deadline:
+                break
+    return {"runs": len(latencies), "median_s": statistics.median(latencies),
+            "max_s": max(latencies)}
