@@ -167,19 +167,23 @@ class ScopedOperator(Operator):
         )
 
 
-def operator_rules(*, token_request: bool) -> list[k8s_client.V1PolicyRule]:
-    """Exactly what the operator needs; `serviceaccounts/token` only for WorkloadIdentity."""
+def operator_rules(
+    *, token_request: bool, service_accounts: bool = True
+) -> list[k8s_client.V1PolicyRule]:
+    """Exactly what the operator needs: `serviceaccounts/token` only for WorkloadIdentity,
+    `serviceaccounts` not at all in the Operator mode."""
     rule = k8s_client.V1PolicyRule
     rules = [
         rule(api_groups=[GROUP], resources=list(KINDS), verbs=["get", "list", "watch", "patch"]),
         rule(api_groups=[GROUP], resources=[f"{k}/status" for k in KINDS], verbs=["patch"]),
         rule(api_groups=[""], resources=["events"], verbs=["create"]),
         rule(api_groups=[""], resources=["namespaces"], verbs=["get", "list", "watch"]),
-        rule(api_groups=[""], resources=["serviceaccounts"], verbs=["get"]),
         rule(api_groups=["apiextensions.k8s.io"], resources=["customresourcedefinitions"],
              verbs=["list", "watch"]),
         rule(api_groups=[""], resources=["configmaps"], verbs=["get"]),
     ]
+    if service_accounts:
+        rules.append(rule(api_groups=[""], resources=["serviceaccounts"], verbs=["get"]))
     if token_request:
         rules.append(rule(api_groups=[""], resources=["serviceaccounts/token"], verbs=["create"]))
     return rules
@@ -231,12 +235,18 @@ class World:
     b: str  # namespace of team B
     cache: str  # namespace of the caching story
     imp: str  # namespace of the Impersonation story
+    own: str  # namespace of the Operator-mode story
     wi_operator: ScopedOperator
     imp_operator: ScopedOperator
+    own_operator: ScopedOperator
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        return (self.a, self.b, self.cache, self.imp)
+        return (self.a, self.b, self.cache, self.imp, self.own)
+
+    @property
+    def operators(self) -> tuple[ScopedOperator, ...]:
+        return (self.wi_operator, self.imp_operator, self.own_operator)
 
 
 def _new_namespace(k8s: k8s_client.ApiClient, prefix: str) -> str:
@@ -289,7 +299,7 @@ def world(
     workdir = tmp_path_factory.mktemp("identity-operator")
     operator.stop()  # never two operators on one API server
     emulator = _start_secured_emulator(workdir / "emulator.log")  # this module's own
-    namespaces = tuple(_new_namespace(k8s, p) for p in ("wi-a", "wi-b", "wi-cache", "imp"))
+    namespaces = tuple(_new_namespace(k8s, p) for p in ("wi-a", "wi-b", "wi-cache", "imp", "own"))
     system = _new_namespace(k8s, "gcpcall-system")
     operators: list[ScopedOperator] = []
     try:
@@ -330,19 +340,29 @@ def world(
             "GCE_METADATA_HOST": emulator.http_url.removeprefix("http://"),
             "GCPCALL_IMPERSONATION_DELEGATES": f"{gsa('delegate-1')},{gsa('delegate-2')}",
         }
+        own_env = {
+            **base,
+            "KUBECONFIG": operator_kubeconfig(
+                k8s, controlplane, system, "own-operator",
+                operator_rules(token_request=False, service_accounts=False),
+                workdir / "own.kubeconfig"),
+            "GCPCALL_IDENTITY_MODE": "Operator",
+            "GCE_METADATA_HOST": emulator.http_url.removeprefix("http://"),
+        }
         operators = [
             ScopedOperator(wi_env, workdir / "wi-operator.log", namespaces=namespaces[:3]),
-            ScopedOperator(imp_env, workdir / "imp-operator.log", namespaces=namespaces[3:]),
+            ScopedOperator(imp_env, workdir / "imp-operator.log", namespaces=namespaces[3:4]),
+            ScopedOperator(own_env, workdir / "own-operator.log", namespaces=namespaces[4:]),
         ]
         operators[0].start()
-        a, b, cache, imp = namespaces
-        yield World(emulator, k8s, sgc, a, b, cache, imp, operators[0], operators[1])
+        a, b, cache, imp, own = namespaces
+        yield World(emulator, k8s, sgc, a, b, cache, imp, own, *operators)
     finally:
         for op in operators:
             op.stop()
         _remove_objects(k8s, namespaces)
         rbac = k8s_client.RbacAuthorizationV1Api(k8s)
-        for name in ("wi-operator", "imp-operator"):
+        for name in ("wi-operator", "imp-operator", "own-operator"):
             for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
                 try:
                     delete(f"{system}-{name}")
@@ -552,6 +572,27 @@ def test_impersonation_through_a_delegation_chain_of_two(world: World) -> None:
     assert not emu.exchanges(ksa_principal(world.imp, "runner"))
 
 
+def test_operator_mode_uses_the_operators_own_credentials(world: World) -> None:
+    """The metadata server's account for every object; no KSA is read."""
+    emu = world.emulator
+    world.sgc.create(world.own, scheduled_call("own", None))
+    world.sgc.create(world.own, scheduled_call("own-ksa", "not-even-there"))
+    world.wi_operator.stop()  # one operator at a time
+    world.own_operator.start()
+    try:
+        objs = [wait_ready(world.sgc, world.own, name) for name in ("own", "own-ksa")]
+    finally:
+        world.own_operator.stop()
+        world.wi_operator.start()
+    for obj in objs:
+        assert obj["status"]["identity"]["googleServiceAccount"] == OPERATOR_GSA
+        job = emu.get_job(obj["status"]["jobName"])
+        assert job is not None
+        assert job.http_target.oauth_token.service_account_email == OPERATOR_GSA
+    assert emu.calls_by("CreateJob", OPERATOR_GSA) == 2
+    assert not emu.exchanges(ksa_principal(world.own, "not-even-there"))
+
+
 def unauthenticated(emu: SecuredEmulator) -> int:
     """Scheduler calls refused for their token (a revoked token names no caller)."""
     return sum(1 for c in emu.calls() if c["code"] == "UNAUTHENTICATED")
@@ -597,11 +638,14 @@ def test_the_operators_hold_only_their_rbac(world: World) -> None:
         finally:
             api.close()
 
-    wi, imp = world.wi_operator.env["KUBECONFIG"], world.imp_operator.env["KUBECONFIG"]
+    wi, imp, own = (op.env["KUBECONFIG"] for op in world.operators)
     assert allowed(wi, "create", "serviceaccounts", "token")
     assert not allowed(imp, "create", "serviceaccounts", "token")
-    for kubeconfig in (wi, imp):
-        assert allowed(kubeconfig, "get", "serviceaccounts")
+    assert not allowed(own, "create", "serviceaccounts", "token")
+    assert allowed(wi, "get", "serviceaccounts")
+    assert allowed(imp, "get", "serviceaccounts")
+    assert not allowed(own, "get", "serviceaccounts")
+    for kubeconfig in (wi, imp, own):
         assert allowed(kubeconfig, "patch", "scheduledgcpcalls", "status", GROUP)
         assert not allowed(kubeconfig, "get", "secrets")
         assert not allowed(kubeconfig, "list", "configmaps")
@@ -623,9 +667,9 @@ def test_no_token_material_in_logs_events_or_status(world: World) -> None:
     assert emu.exchanges(ksa_principal(world.a, "runner"))  # KSA tokens were exchanged
 
     texts: list[tuple[str, str]] = []
-    for op in (world.wi_operator, world.imp_operator):
+    for op in world.operators:
         log = op.log()
-        assert "identity" in log  # the operator logged its token requests (never the tokens)
+        assert "gcpcall-operator started" in log
         texts.append((str(op.log_path.name), log))
     core = k8s_client.CoreV1Api(world.k8s)
     custom = k8s_client.CustomObjectsApi(world.k8s)
