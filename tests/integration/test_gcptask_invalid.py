@@ -91,6 +91,8 @@ CASES: dict[str, Case] = {
         "spec.target.auth.oidc.audience",
         setter("target.auth", {"oidc": {"audience": "aud\x01"},
                                "serviceAccountEmail": "runner@p.iam.gserviceaccount.com"})),
+    "text-body-over-1-mb-with-uri-and-headers": Case(
+        "spec.target.body", setter("target.body", {"text": "x" * 1048576})),
     "uri-with-a-backslash": Case(
         "spec.target.uri", setter("target.uri", f"https://{TARGET_HOST}/v1/a\\b")),
     "configmap-body-missing": Case(

@@ -190,10 +190,10 @@ async def reconcile_gcp_task(
         extra={"taskName": desired.name, **_identity_status(spec, identity)},
     )
     if fresh:
-        await deps.events.normal(obj.ref, "Created", f"created Cloud Task {desired.name}")
+        deps.events.normal(obj.ref, "Created", f"created Cloud Task {desired.name}")
     else:
         state = "found" if task is not None else "found that it already ran:"
-        await deps.events.normal(obj.ref, "Created", f"{state} Cloud Task {desired.name} "
+        deps.events.normal(obj.ref, "Created", f"{state} Cloud Task {desired.name} "
                                                      "(created before a restart)")
     if written.get("phase") in TERMINAL_PHASES:
         _poller(deps).finished(obj.ref, spec.ttl_seconds_after_finished, written)
@@ -220,7 +220,7 @@ async def _invalid(obj: ObjectView, deps: Deps, e: InvalidSpec) -> Outcome:
     message = f"{e.field}: {e.message}"
     _, changed = await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
     if changed:
-        await deps.events.warning(obj.ref, "InvalidSpec", message)
+        deps.events.warning(obj.ref, "InvalidSpec", message)
     return Outcome.done()  # the spec is immutable: nothing to retry
 
 
@@ -248,7 +248,7 @@ async def _create_failed(
                    "created as soon as it does")
         _, changed = await _write(obj, deps, ReadyReason.QUEUE_NOT_FOUND, message)
         if changed:
-            await deps.events.warning(obj.ref, "QueueNotFound", message)
+            deps.events.warning(obj.ref, "QueueNotFound", message)
         _wait_for_queue(obj, deps, spec)
         return Outcome.done()
     if c.reason == "Unexpected":
@@ -256,7 +256,7 @@ async def _create_failed(
                       exc_info=exc)
     _, changed = await _write(obj, deps, _ready_reason(c.reason), c.message)
     if changed:
-        await deps.events.warning(obj.ref, "Failed", c.message)
+        deps.events.warning(obj.ref, "Failed", c.message)
     return Outcome.retry(c) if c.retryable else Outcome.done()
 
 
@@ -284,7 +284,7 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         return Outcome.done()
     if obj.spec.get("deletionPolicy") == DeletionPolicy.ABANDON.value:
         if status.get("taskName"):
-            await deps.events.normal(obj.ref, "Abandoned",
+            deps.events.normal(obj.ref, "Abandoned",
                                      f"kept Cloud Task {status['taskName']} to run")
         deps.status.forget(obj.ref)
         return Outcome.done()
@@ -310,9 +310,9 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         _, changed = await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message,
                                   created=bool(status.get("taskName")), exists=True)
         if changed:
-            await deps.events.warning(obj.ref, "DeletionBlocked", message)
+            deps.events.warning(obj.ref, "DeletionBlocked", message)
         return Outcome.retry_deletion()
     if deleted:
-        await deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Task {name}")
+        deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Task {name}")
     deps.status.forget(obj.ref)
     return Outcome.done()

@@ -134,9 +134,9 @@ async def report(
     if written:
         for type_, reason, message in transitions(current, desired):
             if type_ == "Warning":
-                await deps.events.warning(ref, reason, message)
+                deps.events.warning(ref, reason, message)
             else:
-                await deps.events.normal(ref, reason, message)
+                deps.events.normal(ref, reason, message)
     return written
 
 

@@ -1,0 +1,394 @@
+"""P2 for GcpTask: create throughput of the operator against a bare asyncio client.
+
+Why a ratio: the machines are shared and noisy, so an absolute rate says little. Both
+sides run in one process tree against the same real API server and the same emulator, in
+the same run, handling N GcpTasks applied at once:
+
+- baseline: a bare asyncio script watches GcpTasks in its namespace and, for each new
+  object, does exactly one CreateTask (the official async Cloud Tasks client) and one
+  status patch, at most `--concurrency` at a time;
+- operator: `gcpcall-operator run`, limited to its own namespace, with the same number
+  of kopf workers (`--concurrency`), and default cadences.
+
+Throughput is N / (last object Ready - first create sent). The tasks are scheduled an hour
+ahead, so nothing dispatches and the poller stays quiet: this measures creation only.
+
+Run from the repository root (needs `make controlplane`):
+    .venv/bin/python -m bench.bench_tasks --count 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+from tests.conftest import CRDS, ControlPlane, _start_controlplane
+from tests.integration.conftest import (
+    CLUSTER,
+    LOCATION,
+    PROJECT,
+    TARGET_HOST,
+    Emulator,
+    _start_emulator,
+    _stop,
+    operator_env,
+)
+
+from gcpcall.api import naming
+from gcpcall.kube import Connection, KubeClient, load_connection
+
+__all__ = ["main"]
+
+QUEUE = "bench"
+PLURAL_PATH = "/apis/gcpcall.dev/v1alpha1/namespaces/{ns}/gcptasks"
+RUNNER = "runner@test-project.iam.gserviceaccount.com"
+
+
+def spec(schedule_time: str) -> dict[str, Any]:
+    return {
+        "queue": QUEUE,
+        "target": {
+            "uri": f"https://{TARGET_HOST}/v1/launch",
+            "method": "POST",
+            "headers": [{"name": "Content-Type", "value": "application/json"}],
+            "body": {"json": {"size": 4}},
+            "auth": {"oauth": {}, "serviceAccountEmail": RUNNER},
+        },
+        "scheduleTime": schedule_time,
+        "dispatchDeadlineSeconds": 60,
+    }
+
+
+def say(message: str) -> None:
+    print(f"[bench_tasks] {message}", file=sys.stderr, flush=True)
+
+
+def an_hour_ahead() -> str:
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ssl(conn: Connection) -> ssl.SSLContext | bool:
+    if conn.insecure:
+        return False
+    ctx = ssl.create_default_context(cafile=conn.ca_path)
+    if conn.cert_path and conn.key_path:
+        ctx.load_cert_chain(conn.cert_path, conn.key_path)
+    return ctx
+
+
+class Watch:
+    """A GcpTask watch of one namespace, calling `on_event(type, object)` per event."""
+
+    def __init__(self, conn: Connection, namespace: str,
+                 on_event: Callable[[str, dict[str, Any]], None]) -> None:
+        self.conn = conn
+        self.namespace = namespace
+        self.on_event = on_event
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def started(self) -> None:
+        """Wait until the watch is open; a failure to open it is raised here."""
+        assert self._task is not None
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            self._task.result()  # raises what stopped the watch
+            raise RuntimeError("the watch ended before it was open")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        token = self.conn.current_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = self.conn.server + PLURAL_PATH.format(ns=self.namespace)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        connector = aiohttp.TCPConnector(ssl=_ssl(self.conn))
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            for _ in range(60):  # a new CRD's storage answers 429 for a moment
+                async with session.get(url, headers=headers) as resp:
+                    if resp.status != 429:
+                        resp.raise_for_status()
+                        listing = await resp.json()
+                        break
+                await asyncio.sleep(0.5)
+            else:
+                raise RuntimeError(f"{url} kept answering 429")
+            version = listing["metadata"]["resourceVersion"]
+            params = {"watch": "1", "resourceVersion": version}
+            async with session.get(url, headers=headers, params=params) as resp:
+                self.ready.set()
+                while True:
+                    line = await resp.content.readline()
+                    if not line:
+                        return
+                    event = json.loads(line)
+                    self.on_event(event["type"], event["object"])
+
+
+async def create_objects(kube: KubeClient, namespace: str, names: list[str],
+                         concurrency: int) -> float:
+    """Create the objects, `concurrency` at a time; returns when the first was sent."""
+    gate = asyncio.Semaphore(concurrency)
+    schedule = an_hour_ahead()
+    started = time.monotonic()
+
+    async def one(name: str) -> None:
+        async with gate:
+            await kube.request("POST", PLURAL_PATH.format(ns=namespace), body={
+                "apiVersion": "gcpcall.dev/v1alpha1", "kind": "GcpTask",
+                "metadata": {"name": name}, "spec": spec(schedule)})
+
+    await asyncio.gather(*(one(n) for n in names))
+    return started
+
+
+async def wait_all(done: Callable[[], int], count: int, what: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while done() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: only {done()} of {count} done in {limit:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+# --- the baseline --------------------------------------------------------------------------
+
+
+class Baseline:
+    """The floor: watch event -> CreateTask -> one status patch, nothing else."""
+
+    def __init__(self, kube: KubeClient, emulator: Emulator, concurrency: int) -> None:
+        self.kube = kube
+        channel = grpc.aio.insecure_channel(emulator.grpc_target)
+        self.client = tasks_v2.CloudTasksAsyncClient(
+            transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+        self.gate = asyncio.Semaphore(concurrency)
+        self.seen: set[str] = set()
+        self.handled: dict[str, float] = {}
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        uid = obj["metadata"]["uid"]
+        if kind != "ADDED" or uid in self.seen:
+            return
+        self.seen.add(uid)
+        task = asyncio.create_task(self.handle(obj))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def handle(self, obj: dict[str, Any]) -> None:
+        meta, body = obj["metadata"], obj["spec"]
+        name = naming.task_name(PROJECT, LOCATION, body["queue"], CLUSTER, meta["namespace"],
+                                meta["name"], meta["uid"])
+        target = body["target"]
+        task = tasks_v2.Task(
+            name=name,
+            http_request=tasks_v2.HttpRequest(
+                url=target["uri"], http_method=tasks_v2.HttpMethod.POST,
+                headers={h["name"]: h["value"] for h in target["headers"]},
+                body=json.dumps(target["body"]["json"], separators=(",", ":")).encode(),
+                oauth_token=tasks_v2.OAuthToken(
+                    service_account_email=target["auth"]["serviceAccountEmail"],
+                    scope="https://www.googleapis.com/auth/cloud-platform"),
+            ),
+            schedule_time=datetime.datetime.fromisoformat(
+                body["scheduleTime"].replace("Z", "+00:00")),
+            dispatch_deadline=datetime.timedelta(seconds=body["dispatchDeadlineSeconds"]),
+        )
+        async with self.gate:
+            created = await self.client.create_task(parent=name.rsplit("/tasks/", 1)[0],
+                                                    task=task)
+            now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            await self.kube.request(
+                "PATCH",
+                PLURAL_PATH.format(ns=meta["namespace"]) + f"/{meta['name']}/status",
+                body={"status": {
+                    "phase": "Queued", "taskName": created.name, "dispatchCount": 0,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "Created",
+                                    "message": "", "lastTransitionTime": now}]}},
+                content_type="application/merge-patch+json",
+            )
+        self.handled[meta["name"]] = time.monotonic()
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def ready_true(obj: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+async def ensure_namespace(kube: KubeClient, name: str) -> None:
+    await kube.request("POST", "/api/v1/namespaces",
+                       body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+def tasks_calls(emulator: Emulator) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in emulator.calls():
+        if call["service"].endswith("CloudTasks"):
+            counts[call["method"]] = counts.get(call["method"], 0) + 1
+    return counts
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed(count: int, concurrency: int, kube: KubeClient, namespace: str,
+                done: Callable[[], int], what: str) -> float:
+    names = [f"t-{i:05d}" for i in range(count)]
+    creating = asyncio.create_task(create_objects(kube, namespace, names, concurrency))
+    await wait_all(done, count, what, limit=max(120.0, count * 0.5))
+    started = await creating
+    return time.monotonic() - started
+
+
+async def run_baseline(cp: ControlPlane, emulator: Emulator, args: argparse.Namespace,
+                       kube: KubeClient) -> dict[str, Any]:
+    ns = "bench-baseline"
+    await ensure_namespace(kube, ns)
+    base = Baseline(kube, emulator, args.concurrency)
+    watch = Watch(load_connection(cp.kubeconfig), ns, base.on_event)
+    watch.start()
+    await watch.started()
+    say("baseline: watching; warm-up")
+    await create_objects(kube, ns, ["warm-up"], 1)
+    await wait_all(lambda: len(base.handled), 1, "baseline warm-up", 60)
+    calls = tasks_calls(emulator)
+    say(f"baseline: {args.count} objects")
+    seconds = await timed(args.count, args.apply_concurrency, kube, ns,
+                          lambda: len(base.handled) - 1, "baseline")
+    say(f"baseline: {seconds:.1f} s")
+    await watch.stop()
+    return {"seconds": seconds, "calls": delta(tasks_calls(emulator), calls)}
+
+
+def start_operator(cp: ControlPlane, emulator: Emulator, namespace: str,
+                   log_path: Path) -> subprocess.Popen[bytes]:
+    """The operator as users run it, watching only `namespace`, with default cadences."""
+    env = operator_env(cp, emulator, GCPCALL_DRIFT_CHECK_SECONDS="600",
+                       GCPCALL_RUN_SETTLE_SECONDS="2")
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", "",
+             "--namespace", namespace],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def run_operator(cp: ControlPlane, emulator: Emulator, args: argparse.Namespace,
+                       kube: KubeClient, log_path: Path) -> dict[str, Any]:
+    ns = "bench-operator"
+    await ensure_namespace(kube, ns)
+    proc = await asyncio.to_thread(start_operator, cp, emulator, ns, log_path)
+    try:
+        ready: set[str] = set()
+
+        def on_event(kind: str, obj: dict[str, Any]) -> None:
+            if kind != "DELETED" and ready_true(obj):
+                ready.add(obj["metadata"]["name"])
+
+        watch = Watch(load_connection(cp.kubeconfig), ns, on_event)
+        watch.start()
+        await watch.started()
+        say("operator: watching; warm-up")
+        await create_objects(kube, ns, ["warm-up"], 1)
+        await wait_all(lambda: len(ready), 1, "operator warm-up", 60)
+        calls = tasks_calls(emulator)
+        cpu = cpu_seconds(proc.pid)
+        say(f"operator: {args.count} objects")
+        seconds = await timed(args.count, args.apply_concurrency, kube, ns,
+                              lambda: len(ready) - 1, "operator")
+        cpu = cpu_seconds(proc.pid) - cpu
+        say(f"operator: {seconds:.1f} s")
+        await watch.stop()
+        return {"seconds": seconds, "cpu_seconds": cpu,
+                "calls": delta(tasks_calls(emulator), calls)}
+    finally:
+        _stop(proc)
+
+
+async def main_async(args: argparse.Namespace, cp: ControlPlane, emulator: Emulator,
+                     workdir: Path) -> dict[str, Any]:
+    kube = KubeClient(load_connection(cp.kubeconfig))
+    try:
+        client = emulator.tasks()
+        parent = f"projects/{PROJECT}/locations/{LOCATION}"
+        client.create_queue(parent=parent, queue=tasks_v2.Queue(name=f"{parent}/queues/{QUEUE}"))
+        baseline = await run_baseline(cp, emulator, args, kube)
+        operator = await run_operator(cp, emulator, args, kube, workdir / "operator.log")
+    finally:
+        await kube.close()
+    base_rate = args.count / baseline["seconds"]
+    op_rate = args.count / operator["seconds"]
+    return {
+        "count": args.count,
+        "concurrency": args.concurrency,
+        "apply_concurrency": args.apply_concurrency,
+        "baseline": {**baseline, "per_second": round(base_rate, 1)},
+        "operator": {**operator, "per_second": round(op_rate, 1)},
+        "ratio": round(op_rate / base_rate, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_tasks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000, help="GcpTasks per side")
+    parser.add_argument("--concurrency", type=int, default=200,
+                        help="the baseline's handlers at once; keep it equal to kopf's "
+                             "worker_limit (200, set in gcpcall.handlers.startup)")
+    parser.add_argument("--apply-concurrency", type=int, default=50,
+                        help="object creates in flight (the 'kubectl apply' side)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
+        workdir = Path(tmp)
+        proc, info, _ = _start_controlplane(workdir)
+        emulator = _start_emulator(workdir / "emulator.log")
+        cp = ControlPlane(kubeconfig=info["kubeconfig"], server=info["server"],
+                          token=info["token"], ca_file=info["caFile"], issuer=info["issuer"],
+                          workdir=workdir, log_path=workdir / "controlplane.log")
+        try:
+            cp.kubectl("apply", "--server-side", "-f", str(CRDS))
+            cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            result = asyncio.run(main_async(args, cp, emulator, workdir))
+        finally:
+            _stop(emulator.proc)
+            _stop(proc)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
