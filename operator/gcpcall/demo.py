@@ -87,6 +87,20 @@ class _Compute(BaseHTTPRequestHandler):
         sys.stderr.write(f"compute stand-in: {self.command} {self.path.split('?')[0]}\n")
 
 
+def _make_queue(grpc_target: str, queue: str) -> None:
+    """The queue a GcpTask names must exist; in Google Cloud the platform team makes it."""
+    import grpc
+    from google.cloud import tasks_v2
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+        CloudTasksGrpcTransport,
+    )
+
+    client = tasks_v2.CloudTasksClient(
+        transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(grpc_target)))
+    parent = "projects/demo-project/locations/europe-west3"
+    client.create_queue(parent=parent, queue=tasks_v2.Queue(name=f"{parent}/queues/{queue}"))
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="gcpcall-operator demo")
     parser.add_argument("--bin", default=str(REPO / ".bin"),
@@ -127,7 +141,9 @@ def main(argv: Sequence[str]) -> int:
         stack.callback(compute.shutdown)
         emu = stack.enter_context(_process(
             [sys.executable, "-m", "gcpcall", "emulator", "--grpc-port", "0", "--http-port", "0",
-             "--host-map", f"compute.googleapis.com=http://127.0.0.1:{compute.server_address[1]}"],
+             "--host-map", ",".join(f"{host}=http://127.0.0.1:{compute.server_address[1]}"
+                                    for host in ("compute.googleapis.com",
+                                                 "dataflow.googleapis.com"))],
             work / "emulator.log", stdout=subprocess.PIPE))
         assert emu.stdout is not None
         ports = json.loads(emu.stdout.readline())
@@ -146,6 +162,8 @@ def main(argv: Sequence[str]) -> int:
             [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", ""],
             work / "operator.log", env=env))
 
+        _make_queue(f"127.0.0.1:{ports['grpc_port']}", "etl")
+
         _say(f"kubectl apply -n {NAMESPACE} -f examples/")
         kubectl("create", "namespace", NAMESPACE)
         print(kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
@@ -161,6 +179,11 @@ def main(argv: Sequence[str]) -> int:
 
         _say(f"kubectl get sgc -n {NAMESPACE} -o wide")
         print(kubectl("get", "sgc", "-n", NAMESPACE, "-o", "wide"), end="")
+        _wait(lambda: kubectl("get", "-n", NAMESPACE, "gtask", "-o",
+                              "jsonpath={.items[*].status.phase}").strip()
+              not in ("", "Pending", "Queued", "Running"), 60, "the task to finish")
+        _say(f"kubectl get gtask -n {NAMESPACE}")
+        print(kubectl("get", "gtask", "-n", NAMESPACE), end="")
         _say(f"kubectl describe sgc -n {NAMESPACE} scale-up-mig")
         print(kubectl("describe", "sgc", "-n", NAMESPACE, "scale-up-mig"), end="")
         print(f"\nlogs: {work}")
