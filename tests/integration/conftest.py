@@ -228,11 +228,13 @@ class Operator:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # extra `gcpcall-operator run` flags, e.g. --namespace
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", ""],
+            [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", "",
+             *self.args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
