@@ -15,6 +15,7 @@ ahead, so nothing dispatches and the poller stays quiet: this measures creation 
 
 Run from the repository root (needs `make controlplane`):
     .venv/bin/python -m bench.bench_tasks --count 1000
+or as part of the suite: `python -m bench tasks --tasks-n 1000` (stack from bench/harness.py).
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ import datetime
 import json
 import os
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,34 +36,27 @@ from typing import Any
 import aiohttp
 import grpc
 from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
-from tests.conftest import CRDS, ControlPlane, _start_controlplane
-from tests.integration.conftest import (
-    CLUSTER,
-    LOCATION,
-    PROJECT,
-    TARGET_HOST,
-    Emulator,
-    _start_emulator,
-    _stop,
-    operator_env,
+from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+    CloudTasksGrpcAsyncIOTransport,
+    CloudTasksGrpcTransport,
 )
 
+from bench.harness import CLUSTER, LOCATION, PROJECT, Stack, process, stack
 from gcpcall.api import naming
 from gcpcall.kube import Connection, KubeClient, load_connection
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 QUEUE = "bench"
 PLURAL_PATH = "/apis/gcpcall.dev/v1alpha1/namespaces/{ns}/gcptasks"
-RUNNER = "runner@test-project.iam.gserviceaccount.com"
+RUNNER = f"runner@{PROJECT}.iam.gserviceaccount.com"
 
 
 def spec(schedule_time: str) -> dict[str, Any]:
     return {
         "queue": QUEUE,
         "target": {
-            "uri": f"https://{TARGET_HOST}/v1/launch",
+            "uri": "https://target.googleapis.com/v1/launch",
             "method": "POST",
             "headers": [{"name": "Content-Type", "value": "application/json"}],
             "body": {"json": {"size": 4}},
@@ -140,15 +132,21 @@ class Watch:
             else:
                 raise RuntimeError(f"{url} kept answering 429")
             version = listing["metadata"]["resourceVersion"]
-            params = {"watch": "1", "resourceVersion": version}
-            async with session.get(url, headers=headers, params=params) as resp:
-                self.ready.set()
-                while True:
-                    line = await resp.content.readline()
-                    if not line:
-                        return
-                    event = json.loads(line)
-                    self.on_event(event["type"], event["object"])
+            for item in listing["items"]:
+                self.on_event("ADDED", item)
+            while True:  # the API server closes a watch it finds slow; resume it
+                params = {"watch": "1", "resourceVersion": version,
+                          "allowWatchBookmarks": "true"}
+                async with session.get(url, headers=headers, params=params) as resp:
+                    resp.raise_for_status()
+                    self.ready.set()
+                    while line := await resp.content.readline():
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":  # 410 Gone: too old to resume
+                            raise RuntimeError(f"watch of {self.namespace}: {event}")
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            self.on_event(event["type"], event["object"])
 
 
 async def create_objects(kube: KubeClient, namespace: str, names: list[str],
@@ -182,9 +180,9 @@ async def wait_all(done: Callable[[], int], count: int, what: str, limit: float)
 class Baseline:
     """The floor: watch event -> CreateTask -> one status patch, nothing else."""
 
-    def __init__(self, kube: KubeClient, emulator: Emulator, concurrency: int) -> None:
+    def __init__(self, kube: KubeClient, grpc_target: str, concurrency: int) -> None:
         self.kube = kube
-        channel = grpc.aio.insecure_channel(emulator.grpc_target)
+        channel = grpc.aio.insecure_channel(grpc_target)
         self.client = tasks_v2.CloudTasksAsyncClient(
             transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
         self.gate = asyncio.Semaphore(concurrency)
@@ -199,7 +197,12 @@ class Baseline:
         self.seen.add(uid)
         task = asyncio.create_task(self.handle(obj))
         self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            say(f"baseline: a handler failed: {task.exception()!r}")
 
     async def handle(self, obj: dict[str, Any]) -> None:
         meta, body = obj["metadata"], obj["spec"]
@@ -244,14 +247,9 @@ def ready_true(obj: dict[str, Any]) -> bool:
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
-async def ensure_namespace(kube: KubeClient, name: str) -> None:
-    await kube.request("POST", "/api/v1/namespaces",
-                       body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-
-
-def tasks_calls(emulator: Emulator) -> dict[str, int]:
+def tasks_calls(s: Stack) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for call in emulator.calls():
+    for call in s.calls():
         if call["service"].endswith("CloudTasks"):
             counts[call["method"]] = counts.get(call["method"], 0) + 1
     return counts
@@ -275,91 +273,84 @@ async def timed(count: int, concurrency: int, kube: KubeClient, namespace: str,
     return time.monotonic() - started
 
 
-async def run_baseline(cp: ControlPlane, emulator: Emulator, args: argparse.Namespace,
+async def run_baseline(s: Stack, count: int, concurrency: int, apply_concurrency: int,
                        kube: KubeClient) -> dict[str, Any]:
-    ns = "bench-baseline"
-    await ensure_namespace(kube, ns)
-    base = Baseline(kube, emulator, args.concurrency)
-    watch = Watch(load_connection(cp.kubeconfig), ns, base.on_event)
+    ns = s.namespace("tasks-baseline")
+    base = Baseline(kube, s.grpc_target, concurrency)
+    watch = Watch(load_connection(s.kubeconfig), ns, base.on_event)
     watch.start()
     await watch.started()
     say("baseline: watching; warm-up")
     await create_objects(kube, ns, ["warm-up"], 1)
     await wait_all(lambda: len(base.handled), 1, "baseline warm-up", 60)
-    calls = tasks_calls(emulator)
-    say(f"baseline: {args.count} objects")
-    seconds = await timed(args.count, args.apply_concurrency, kube, ns,
+    calls = tasks_calls(s)
+    say(f"baseline: {count} objects")
+    seconds = await timed(count, apply_concurrency, kube, ns,
                           lambda: len(base.handled) - 1, "baseline")
     say(f"baseline: {seconds:.1f} s")
     await watch.stop()
-    return {"seconds": seconds, "calls": delta(tasks_calls(emulator), calls)}
+    return {"seconds": seconds, "calls": delta(tasks_calls(s), calls)}
 
 
-def start_operator(cp: ControlPlane, emulator: Emulator, namespace: str,
-                   log_path: Path) -> subprocess.Popen[bytes]:
-    """The operator as users run it, watching only `namespace`, with default cadences."""
-    env = operator_env(cp, emulator, GCPCALL_DRIFT_CHECK_SECONDS="600",
-                       GCPCALL_RUN_SETTLE_SECONDS="2")
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", "",
-             "--namespace", namespace],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-async def run_operator(cp: ControlPlane, emulator: Emulator, args: argparse.Namespace,
-                       kube: KubeClient, log_path: Path) -> dict[str, Any]:
-    ns = "bench-operator"
-    await ensure_namespace(kube, ns)
-    proc = await asyncio.to_thread(start_operator, cp, emulator, ns, log_path)
-    try:
+async def run_operator(s: Stack, count: int, apply_concurrency: int,
+                       kube: KubeClient) -> dict[str, Any]:
+    ns = s.namespace("tasks-operator")
+    # the operator as users run it, limited to its namespace, with default cadences
+    args = [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", "",
+            "--namespace", ns]
+    with process(args, s.work / "tasks-operator.log", env=s.operator_env()) as proc:
         ready: set[str] = set()
 
         def on_event(kind: str, obj: dict[str, Any]) -> None:
             if kind != "DELETED" and ready_true(obj):
                 ready.add(obj["metadata"]["name"])
 
-        watch = Watch(load_connection(cp.kubeconfig), ns, on_event)
+        watch = Watch(load_connection(s.kubeconfig), ns, on_event)
         watch.start()
         await watch.started()
         say("operator: watching; warm-up")
         await create_objects(kube, ns, ["warm-up"], 1)
         await wait_all(lambda: len(ready), 1, "operator warm-up", 60)
-        calls = tasks_calls(emulator)
+        calls = tasks_calls(s)
         cpu = cpu_seconds(proc.pid)
-        say(f"operator: {args.count} objects")
-        seconds = await timed(args.count, args.apply_concurrency, kube, ns,
+        say(f"operator: {count} objects")
+        seconds = await timed(count, apply_concurrency, kube, ns,
                               lambda: len(ready) - 1, "operator")
         cpu = cpu_seconds(proc.pid) - cpu
         say(f"operator: {seconds:.1f} s")
         await watch.stop()
-        return {"seconds": seconds, "cpu_seconds": cpu,
-                "calls": delta(tasks_calls(emulator), calls)}
-    finally:
-        _stop(proc)
+    return {"seconds": seconds, "cpu_seconds": round(cpu, 2),
+            "calls": delta(tasks_calls(s), calls)}
 
 
-async def main_async(args: argparse.Namespace, cp: ControlPlane, emulator: Emulator,
-                     workdir: Path) -> dict[str, Any]:
-    kube = KubeClient(load_connection(cp.kubeconfig))
+async def _run(s: Stack, count: int, concurrency: int, apply_concurrency: int
+               ) -> dict[str, Any]:
+    kube = KubeClient(load_connection(s.kubeconfig))
     try:
-        client = emulator.tasks()
-        parent = f"projects/{PROJECT}/locations/{LOCATION}"
-        client.create_queue(parent=parent, queue=tasks_v2.Queue(name=f"{parent}/queues/{QUEUE}"))
-        baseline = await run_baseline(cp, emulator, args, kube)
-        operator = await run_operator(cp, emulator, args, kube, workdir / "operator.log")
+        baseline = await run_baseline(s, count, concurrency, apply_concurrency, kube)
+        operator = await run_operator(s, count, apply_concurrency, kube)
     finally:
         await kube.close()
-    base_rate = args.count / baseline["seconds"]
-    op_rate = args.count / operator["seconds"]
+    base_rate = count / baseline["seconds"]
+    op_rate = count / operator["seconds"]
     return {
-        "count": args.count,
-        "concurrency": args.concurrency,
-        "apply_concurrency": args.apply_concurrency,
+        "count": count,
+        "concurrency": concurrency,
+        "apply_concurrency": apply_concurrency,
         "baseline": {**baseline, "per_second": round(base_rate, 1)},
         "operator": {**operator, "per_second": round(op_rate, 1)},
         "ratio": round(op_rate / base_rate, 3),
     }
+
+
+def run(s: Stack, count: int = 1000, concurrency: int = 200,
+        apply_concurrency: int = 50) -> dict[str, Any]:
+    """P2 for GcpTask on a running stack: the baseline first, then the operator."""
+    parent = f"projects/{PROJECT}/locations/{LOCATION}"
+    client = tasks_v2.CloudTasksClient(
+        transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(s.grpc_target)))
+    client.create_queue(parent=parent, queue=tasks_v2.Queue(name=f"{parent}/queues/{QUEUE}"))
+    return asyncio.run(_run(s, count, concurrency, apply_concurrency))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,20 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apply-concurrency", type=int, default=50,
                         help="object creates in flight (the 'kubectl apply' side)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
-        workdir = Path(tmp)
-        proc, info, _ = _start_controlplane(workdir)
-        emulator = _start_emulator(workdir / "emulator.log")
-        cp = ControlPlane(kubeconfig=info["kubeconfig"], server=info["server"],
-                          token=info["token"], ca_file=info["caFile"], issuer=info["issuer"],
-                          workdir=workdir, log_path=workdir / "controlplane.log")
-        try:
-            cp.kubectl("apply", "--server-side", "-f", str(CRDS))
-            cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-            result = asyncio.run(main_async(args, cp, emulator, workdir))
-        finally:
-            _stop(emulator.proc)
-            _stop(proc)
+    with stack() as s:
+        say(f"logs in {s.work}")
+        result = run(s, args.count, args.concurrency, args.apply_concurrency)
     print(json.dumps(result, indent=2))
     return 0
 
