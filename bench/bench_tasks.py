@@ -296,8 +296,10 @@ async def run_operator(s: Stack, count: int, apply_concurrency: int,
                        kube: KubeClient) -> dict[str, Any]:
     ns = s.namespace("tasks-operator")
     # the operator as users run it, limited to its namespace, with default cadences
-    args = [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", "",
-            "--namespace", ns]
+    cmd = os.environ.get("BENCH_OPERATOR_CMD")  # as in harness.Stack.operator
+    args = cmd.split() if cmd else [sys.executable, "-m", "gcpcall", "run",
+                                    "--metrics-port", "0", "--liveness", ""]
+    args += ["--namespace", ns]
     with process(args, s.work / "tasks-operator.log", env=s.operator_env()) as proc:
         ready: set[str] = set()
 
