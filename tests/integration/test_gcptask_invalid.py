@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
-from tests.integration.conftest import TARGET_HOST, Emulator, Objects, condition, events_for
+from tests.integration.conftest import (
+    TARGET_HOST,
+    Emulator,
+    Objects,
+    condition,
+    events_for,
+    wait_for,
+)
 from tests.integration.test_gcptask_lifecycle import (
     gone,
     later,
@@ -159,9 +166,9 @@ def test_invalid_object_is_reported_naming_the_field_without_a_google_call(
     assert ready["message"].startswith(f"{case.field}: "), ready["message"]
     assert obj["status"]["phase"] == "Pending"
     assert "taskName" not in obj["status"]
-    warnings = [e for e in events_for(gtask.api.api_client, namespace, "bad")
-                if e["reason"] == "InvalidSpec"]
-    assert warnings
+    warnings = wait_for(lambda: [e for e in events_for(gtask.api.api_client, namespace, "bad")
+                                 if e["reason"] == "InvalidSpec"], timeout=10,
+                        what="the InvalidSpec event (posted in the background)")
     assert warnings[0]["type"] == "Warning"
     assert case.field in warnings[0]["message"]
 

@@ -130,6 +130,12 @@ def reasons(gtask: Objects, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events_for(gtask.api.api_client, namespace, name)]
 
 
+def expect_events(gtask: Objects, namespace: str, name: str, *wanted: str) -> None:
+    """Wait for events of these reasons (the operator posts events in the background)."""
+    wait_for(lambda: set(wanted) <= set(reasons(gtask, namespace, name)), timeout=10,
+             what=f"events {wanted} of {name}")
+
+
 def tasks_calls(emulator: Emulator, method: str | None = None) -> list[dict[str, Any]]:
     """Cloud Tasks calls in the emulator's log (of every caller), optionally of one method."""
     return [c for c in emulator.calls(method) if c["service"] == TASKS_SERVICE]
@@ -176,7 +182,7 @@ def test_apply_creates_the_task_dispatches_it_and_reports_an_unobserved_success(
     assert (ready["status"], ready["reason"]) == ("True", "Created")
     succeeded = condition(obj, "Succeeded")
     assert (succeeded["status"], succeeded["reason"]) == ("Unknown", "Queued")
-    assert "Created" in reasons(gtask, namespace, "launch")
+    expect_events(gtask, namespace, "launch", "Created")
 
     # every spec field is mapped onto the task
     task = emulator.tasks().get_task(request=tasks_v2.GetTaskRequest(
@@ -210,7 +216,7 @@ def test_apply_creates_the_task_dispatches_it_and_reports_an_unobserved_success(
     assert obj["status"]["completionTime"]
     assert condition(obj, "Ready")["status"] == "True"
     assert history(emulator, task_name)["outcome"] == "succeeded"
-    assert "Finished" in reasons(gtask, namespace, "launch")
+    expect_events(gtask, namespace, "launch", "Finished")
 
     # deleting a finished GcpTask calls nothing in Google Cloud
     deletes = len(tasks_calls(emulator, "DeleteTask"))
@@ -252,9 +258,7 @@ def test_failing_twice_then_succeeding_counts_the_observed_attempts(
     succeeded = condition(obj, "Succeeded")
     assert (succeeded["status"], succeeded["reason"]) == ("Unknown", "CompletedOutcomeUnknown")
     assert "UNAVAILABLE" in succeeded["message"]
-    events = reasons(gtask, namespace, "flaky")
-    assert "Dispatched" in events
-    assert "AttemptFailed" in events
+    expect_events(gtask, namespace, "flaky", "Dispatched", "AttemptFailed")
 
 
 def test_delete_and_recreate_with_the_same_name_makes_a_new_task(
@@ -302,7 +306,7 @@ def test_missing_queue_is_reported_and_the_task_goes_through_once_it_exists(
     assert ready["status"] == "False"
     assert queue_path(queue) in ready["message"]
     assert obj["status"]["phase"] == "Pending"
-    assert "QueueNotFound" in reasons(gtask, namespace, "later")
+    expect_events(gtask, namespace, "later", "QueueNotFound")
 
     make_queue(emulator, queue)
     obj = wait_phase(gtask, namespace, "later", "Unknown")
@@ -352,7 +356,7 @@ def test_deletion_policy_delete_removes_the_queued_task(
     gone(gtask, namespace, "doomed")
     assert not task_exists(emulator, task_name)
     assert history(emulator, task_name)["outcome"] == "deleted"
-    assert "Deleted" in reasons(gtask, namespace, "doomed")
+    expect_events(gtask, namespace, "doomed", "Deleted")
 
 
 def test_deletion_policy_abandon_leaves_the_task_to_run(
@@ -368,7 +372,7 @@ def test_deletion_policy_abandon_leaves_the_task_to_run(
     gone(gtask, namespace, "kept")
     assert task_exists(emulator, task_name)
     assert len(tasks_calls(emulator, "DeleteTask")) == deletes
-    assert "Abandoned" in reasons(gtask, namespace, "kept")
+    expect_events(gtask, namespace, "kept", "Abandoned")
     emulator.tasks().delete_task(name=task_name)  # tidy: it would run in ten minutes
 
 
@@ -390,4 +394,4 @@ def test_refused_delete_blocks_deletion_until_google_allows_it(
         emulator.clear_faults()
     gone(gtask, namespace, "blocked")
     assert not task_exists(emulator, task_name)
-    assert "DeletionBlocked" in reasons(gtask, namespace, "blocked")
+    expect_events(gtask, namespace, "blocked", "DeletionBlocked")

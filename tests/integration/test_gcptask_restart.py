@@ -98,9 +98,9 @@ def test_killed_after_create_task_then_restarted_makes_one_task_and_one_dispatch
     assert condition(obj, "Ready")["reason"] == "Created"
     assert creates_since(emulator, since) == ["OK", "ALREADY_EXISTS"]
     assert [t.name for t in emulator.tasks().list_tasks(parent=queue)] == [task_name]
-    created_events = [e["message"] for e in events_for(gtask.api.api_client, namespace, "once")
-                      if e["reason"] == "Created"]
-    assert any("created before a restart" in m for m in created_events)
+    wait_for(lambda: any(e["reason"] == "Created" and "created before a restart" in e["message"]
+                         for e in events_for(gtask.api.api_client, namespace, "once")),
+             what="the Created event (posted in the background)")
 
     # run it now: it reaches the target once
     emulator.admin("POST", "/tasks/due", {"task": task_name})
@@ -173,8 +173,9 @@ def test_success_recorded_in_status_is_succeeded_and_unrecorded_is_unknown(
     obj = wait_phase(gtask, namespace, "unseen", "Unknown")
     succeeded = condition(obj, "Succeeded")
     assert (succeeded["status"], succeeded["reason"]) == ("Unknown", "CompletedOutcomeUnknown")
-    assert "Succeeded" in [e["reason"] for e in events_for(gtask.api.api_client, namespace,
-                                                            "seen")]
+    wait_for(lambda: "Succeeded" in [e["reason"] for e in events_for(gtask.api.api_client,
+                                                                      namespace, "seen")],
+             what="the Succeeded event")
     assert "OK" not in creates_since(emulator, since)  # resuming creates nothing
 
 
