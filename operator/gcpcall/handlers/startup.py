@@ -104,7 +104,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.enabled = False  # our own events (observe.events), not kopf's
     settings.watching.server_timeout = 300
+    # At most 200 objects in flight; a worker frees its slot 0.5 s after its object's last
+    # event (kopf's default of 5 s capped a create burst at about 40 objects a second).
     settings.batching.worker_limit = 200
+    settings.batching.idle_timeout = 0.5
     ours = Settings.from_env()
     deps = build_deps(ours, KubeClient(load_connection()))
     memo.deps = deps

@@ -13,13 +13,12 @@ one GetQueue per queue rather than a retried CreateTask per object.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from gcpcall.api import naming
-from gcpcall.api.common import DeletionPolicy, Delivery, RelayTarget
+from gcpcall.api.common import DeletionPolicy, RelayTarget
 from gcpcall.api.conditions import find_condition
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
@@ -33,7 +32,7 @@ from gcpcall.gcp.tasks_mapping import desired_task
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.inputs import resolve_body
 from gcpcall.reconcile.outcome import Outcome
-from gcpcall.reconcile.scheduled import ObjectView, defaults_for, identity_key
+from gcpcall.reconcile.scheduled import ObjectView, defaults_for, identity_key, refuse_relay
 from gcpcall.reconcile.task_poller import TaskPoller, Watched, report
 
 __all__ = [
@@ -91,19 +90,10 @@ async def _write(
 
 
 def _relay_target(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> RelayTarget | None:
-    """Where a Relay task is sent: the operator's relay, naming this object (by uid)."""
-    if spec.delivery is not Delivery.RELAY:
-        return None
-    url = deps.settings.relay_url
-    if not url:
-        raise InvalidSpec("spec.delivery", "Relay needs the operator's relay URL (setting "
-                                           "GCPCALL_RELAY_URL), which is not configured; "
-                                           "use delivery: Direct")
-    body = json.dumps({
-        "apiVersion": obj.ref.api_version, "kind": KIND, "namespace": obj.ref.namespace,
-        "name": obj.ref.name, "uid": obj.ref.uid,
-    }, separators=(",", ":")).encode()
-    return RelayTarget(url=url, body=body)
+    """Where a Relay task would be sent. The relay is not shipped in this version, so Relay
+    is refused (InvalidSpec on spec.delivery), as for ScheduledGcpCall."""
+    refuse_relay(spec.delivery)
+    return None
 
 
 def _task_name(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> str:
