@@ -12,6 +12,7 @@ import zoneinfo
 
 import grpc
 import pytest
+from croniter import croniter
 
 from gcpcall.emulator.scheduler_rules import (
     InvalidArgument,
@@ -133,7 +134,8 @@ def test_time_zones() -> None:
     "schedule", ["* * * * *", "0 9 * * MON-FRI", "*/10 0-6 1,15 JAN-JUN *", "5 4 * * sun"]
 )
 def test_valid_schedules(schedule: str) -> None:
-    validate_schedule(schedule)
+    validate_schedule(schedule)  # raises InvalidArgument when refused
+    assert croniter.is_valid(schedule)
 
 
 @pytest.mark.parametrize(
