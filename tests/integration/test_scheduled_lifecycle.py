@@ -312,3 +312,19 @@ def test_recreated_object_adopts_its_job_and_foreign_job_is_refused(
     assert condition(obj, "Ready")["status"] == "False"
     assert "othercluster/ns/someone" in condition(obj, "Ready")["message"]
     assert client.get_job(name=squatter).description.endswith("othercluster/ns/someone")
+
+
+def test_moving_to_another_location_deletes_the_old_job(
+    sgc: Objects, namespace: str, emulator: Emulator
+) -> None:
+    sgc.create(namespace, sample("mover"))
+    old = ready(sgc, namespace, "mover")["status"]["jobName"]
+    sgc.patch(namespace, "mover", {"spec": {"location": "europe-west1"}})
+    new = wait_for(lambda: (o := sgc.get(namespace, "mover")) and
+                   o["status"].get("jobName") != old and o["status"]["jobName"],
+                   what="the job moved")
+    assert "/locations/europe-west1/" in new
+    client = emulator.scheduler()
+    assert client.get_job(name=new).schedule == "5 * * * *"
+    jobs = {j.name for j in client.list_jobs(parent=f"projects/{PROJECT}/locations/{LOCATION}")}
+    assert old not in jobs

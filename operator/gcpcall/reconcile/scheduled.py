@@ -166,6 +166,7 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     try:
         desired = await _desired(obj, deps, spec, identity)
         job = await _converge(obj, deps, spec, desired, identity)
+        await _retire_moved_job(obj, deps, job.name, identity)
         job = await _run_if_requested(obj, deps, job, identity)
     except InvalidSpec as e:
         message = f"{e.field}: {e.message}"
@@ -253,6 +254,22 @@ async def _adopt_or_update(
     verb = "adopted and updated" if owner is None else "updated"
     deps.events.normal(obj.ref, "Updated", f"{verb} {', '.join(mask)}")
     return updated
+
+
+async def _retire_moved_job(
+    obj: ObjectView, deps: Deps, job_name: str, identity: GoogleIdentity
+) -> None:
+    """A new project or location means a new job: delete the one the object had before.
+
+    Without this, editing `project` or `location` (or the namespace defaults they come
+    from) would leave the old job running, unmanaged.
+    """
+    previous = deps.status.known(obj.ref, obj.status).get("jobName")
+    if not previous or previous == job_name:
+        return
+    if obj.spec.get("deletionPolicy") != "Abandon":
+        await deps.scheduler.delete_job(str(previous), identity)
+        deps.events.normal(obj.ref, "Deleted", f"deleted {previous}: the job moved to {job_name}")
 
 
 async def _run_if_requested(
