@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +91,12 @@ def _start_controlplane(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[st
     return proc, info, log_path
 
 
-@pytest.fixture(scope="session")
-def controlplane(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+@contextmanager
+def running_controlplane(
+    workdir: Path, request: pytest.FixtureRequest, apply_crds: bool = True
 ) -> Iterator[ControlPlane]:
-    workdir = tmp_path_factory.mktemp("controlplane")
+    """A started API server (CRDs applied unless told not to), stopped on exit; its log is
+    pointed at when tests failed meanwhile."""
     proc, info, log_path = _start_controlplane(workdir)
     cp = ControlPlane(
         kubeconfig=info["kubeconfig"],
@@ -107,7 +109,7 @@ def controlplane(
     )
     failed_before = request.session.testsfailed
     try:
-        if CRDS.is_dir() and any(CRDS.glob("*.yaml")):
+        if apply_crds and CRDS.is_dir() and any(CRDS.glob("*.yaml")):
             cp.kubectl("apply", "--server-side", "-f", str(CRDS))
             cp.kubectl(
                 "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
@@ -122,6 +124,14 @@ def controlplane(
             proc.wait()
         if request.session.testsfailed > failed_before:
             print(f"\ncontrolplane log kept at {log_path}")
+
+
+@pytest.fixture(scope="session")
+def controlplane(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    with running_controlplane(tmp_path_factory.mktemp("controlplane"), request) as cp:
+        yield cp
 
 
 @pytest.fixture(scope="session")

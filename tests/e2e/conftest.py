@@ -18,14 +18,11 @@ The helm binary is built by `make tools` into .bin/; without it the e2e tests fa
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +35,20 @@ from tests.conftest import (
     BIN,
     REPO,
     ControlPlane,
-    _start_controlplane,
     ensure_service_account,
+    running_controlplane,
     service_account_token,
 )
 from tests.integration.conftest import (
     Emulator,
     Objects,
     Operator,
+    Target,
     _start_emulator,
     _stop,
     condition,
     operator_env,
+    serve_target,
     wait_for,
 )
 
@@ -159,29 +158,11 @@ def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 def e2e_controlplane(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ControlPlane]:
-    workdir = tmp_path_factory.mktemp("e2e-controlplane")
-    proc, info, log_path = _start_controlplane(workdir)
-    cp = ControlPlane(
-        kubeconfig=info["kubeconfig"],
-        server=info["server"],
-        token=info["token"],
-        ca_file=info["caFile"],
-        issuer=info["issuer"],
-        workdir=workdir,
-        log_path=log_path,
-    )
-    failed_before = request.session.testsfailed
-    try:
+    """An API server of the e2e suite's own: the chart installs the CRDs itself."""
+    with running_controlplane(
+        tmp_path_factory.mktemp("e2e-controlplane"), request, apply_crds=False
+    ) as cp:
         yield cp
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if request.session.testsfailed > failed_before:
-            print(f"\ne2e controlplane log kept at {log_path}")
 
 
 @pytest.fixture(scope="session")
@@ -199,54 +180,11 @@ def e2e_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
         _stop(emu.proc)
 
 
-@dataclass
-class Recorder:
-    """The targets' stand-in: answers 200 and records each request's method and path."""
-
-    port: int
-    requests: list[tuple[str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [path for _, path in self.requests]
-
-
 @pytest.fixture(scope="session")
-def recorder(e2e_emulator: Emulator) -> Iterator[Recorder]:
-    state = Recorder(port=0)
-
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            with state.lock:
-                state.requests.append((self.command, self.path))
-            payload = b'{"ok": true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    for host in TARGET_HOSTS:
-        e2e_emulator.admin(
-            "PUT", "/hostmap", {"host": host, "base_url": f"http://127.0.0.1:{state.port}"}
-        )
-    try:
+def recorder(e2e_emulator: Emulator) -> Iterator[Target]:
+    """The targets' stand-in: answers 200 and records each request."""
+    with serve_target(e2e_emulator, TARGET_HOSTS) as state:
         yield state
-    finally:
-        server.shutdown()
 
 
 # --- the chart, installed ------------------------------------------------------------------
@@ -304,7 +242,7 @@ def e2e_operator(
     install: Install,
     e2e_controlplane: ControlPlane,
     e2e_emulator: Emulator,
-    recorder: Recorder,
+    recorder: Target,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
     """The operator with the chart's settings, as the chart's ServiceAccount."""

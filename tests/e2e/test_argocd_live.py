@@ -14,13 +14,19 @@ from kubernetes import client as k8s_client
 from tests.e2e.argocd_lua import ArgoLua, script
 from tests.e2e.conftest import (
     DEFAULT_KSA,
-    Recorder,
     bind_workload_identity,
     gsa,
     ready,
     sample_call,
 )
-from tests.integration.conftest import Emulator, Objects, Operator, condition, wait_for
+from tests.integration.conftest import (
+    Emulator,
+    Objects,
+    Operator,
+    Target,
+    condition,
+    wait_for,
+)
 
 HEALTH = script("health-ScheduledGcpCall.lua")
 RUN_NOW = script("action-run-now-ScheduledGcpCall.lua")
@@ -46,7 +52,7 @@ def test_health_and_run_now_on_a_live_scheduled_call(
     e2e_k8s: k8s_client.ApiClient,
     e2e_emulator: Emulator,
     e2e_sgc: Objects,
-    recorder: Recorder,
+    recorder: Target,
     e2e_namespace: str,
 ) -> None:
     ns, name = e2e_namespace, "nightly"

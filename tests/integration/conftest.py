@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -176,13 +177,18 @@ class Target:
                     return codes.pop(0)
         return 200
 
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.requests]
+
     def received(self, path_prefix: str) -> list[Recorded]:
         with self.lock:
             return [r for r in self.requests if r.path.startswith(path_prefix)]
 
 
-@pytest.fixture(scope="session")
-def target(emulator: Emulator) -> Iterator[Target]:
+@contextmanager
+def serve_target(emulator: Emulator, hosts: Iterable[str]) -> Iterator[Target]:
+    """Start a recording target and route `hosts` to it in the emulator's host map."""
     state = Target(port=0)
 
     class Handler(BaseHTTPRequestHandler):
@@ -210,12 +216,19 @@ def target(emulator: Emulator) -> Iterator[Target]:
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    for host in (TARGET_HOST, OTHER_HOST):
-        emulator.admin("PUT", "/hostmap", {"host": host, "base_url": f"http://127.0.0.1:{state.port}"})
+    for host in hosts:
+        emulator.admin("PUT", "/hostmap",
+                       {"host": host, "base_url": f"http://127.0.0.1:{state.port}"})
     try:
         yield state
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def target(emulator: Emulator) -> Iterator[Target]:
+    with serve_target(emulator, (TARGET_HOST, OTHER_HOST)) as state:
+        yield state
 
 
 # --- the operator ------------------------------------------------------------------------------
