@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import grpc
 import kopf
 
 from gcpcall.config import Settings
@@ -72,7 +73,8 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
-def build_deps(settings: Settings, kube: KubeClient) -> Deps:
+def build_deps(settings: Settings, kube: KubeClient) -> tuple[Deps, list[grpc.aio.Channel]]:
+    """Everything the reconcilers use, and the channels to close at shutdown."""
     scheduler_channel = open_channel(settings.endpoints.scheduler, settings.endpoints)
     deps = Deps(
         settings=settings,
@@ -85,10 +87,9 @@ def build_deps(settings: Settings, kube: KubeClient) -> Deps:
     )
     tasks_channel = open_channel(settings.endpoints.tasks, settings.endpoints)
     deps.tasks = TasksAdapter(tasks_channel)
-    deps.extras["channels"] = [scheduler_channel, tasks_channel]
-    deps.extras["scheduled_sync"] = ScheduledSync(deps)
-    deps.extras["task_poller"] = TaskPoller(deps, deps.tasks)
-    return deps
+    deps.scheduled_sync = ScheduledSync(deps)
+    deps.task_poller = TaskPoller(deps, deps.tasks)
+    return deps, [scheduler_channel, tasks_channel]
 
 
 @kopf.on.startup()
@@ -109,10 +110,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.worker_limit = 200
     settings.batching.idle_timeout = 0.5
     ours = Settings.from_env()
-    deps = build_deps(ours, KubeClient(load_connection()))
+    deps, memo.channels = build_deps(ours, KubeClient(load_connection()))
     memo.deps = deps
-    deps.extras["scheduled_sync"].start()
-    deps.extras["task_poller"].start()
+    for loop in (deps.scheduled_sync, deps.task_poller):
+        if loop is not None:
+            loop.start()
     log.info(
         "gcpcall-operator started: cluster=%s identity=%s scheduler=%s",
         ours.cluster_name, ours.identity_mode, ours.endpoints.scheduler,
@@ -124,9 +126,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     deps = getattr(memo, "deps", None)
     if not isinstance(deps, Deps):
         return
-    await deps.extras["scheduled_sync"].stop()
-    await deps.extras["task_poller"].stop()
-    for channel in deps.extras.get("channels", []):
+    for loop in (deps.scheduled_sync, deps.task_poller):
+        if loop is not None:
+            await loop.stop()
+    for channel in getattr(memo, "channels", []):
         await channel.close()
     await deps.events.flush()
     await deps.identities.close()

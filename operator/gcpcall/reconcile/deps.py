@@ -7,10 +7,9 @@ test API server and the emulator, and nothing reaches for module-level clients.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gcpcall.config import Settings
 from gcpcall.gcp.identity import IdentityResolver
@@ -19,6 +18,10 @@ from gcpcall.gcp.tasks import TasksAdapter
 from gcpcall.kube import KubeClient
 from gcpcall.observe.events import EventRecorder
 from gcpcall.reconcile.status_writer import StatusWriter
+
+if TYPE_CHECKING:  # the loops import Deps for their own annotations
+    from gcpcall.reconcile.sync import ScheduledSync
+    from gcpcall.reconcile.task_poller import TaskPoller
 
 __all__ = ["Deps", "NamespaceDefaults"]
 
@@ -51,7 +54,7 @@ class Deps:
     status: StatusWriter
     events: EventRecorder
     namespaces: NamespaceDefaults
-    # set by the sync loop once started: wakes it when an object's schedule changed
-    sync_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    extras: dict[str, Any] = field(default_factory=dict)
     tasks: TasksAdapter | None = None  # Cloud Tasks (GcpTask); None where no kind needs it
+    # the background loops, built once the rest exists (they take the Deps themselves)
+    scheduled_sync: ScheduledSync | None = None
+    task_poller: TaskPoller | None = None

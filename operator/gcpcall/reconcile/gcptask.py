@@ -53,9 +53,8 @@ def _now() -> datetime.datetime:
 
 
 def _poller(deps: Deps) -> TaskPoller:
-    poller = deps.extras["task_poller"]
-    assert isinstance(poller, TaskPoller)
-    return poller
+    assert deps.task_poller is not None, "the poller is built at startup"
+    return deps.task_poller
 
 
 def _tasks(deps: Deps) -> TasksAdapter:

@@ -81,9 +81,8 @@ def _now() -> datetime.datetime:
 
 
 def _sync(deps: Deps) -> ScheduledSync:
-    sync = deps.extras["scheduled_sync"]
-    assert isinstance(sync, ScheduledSync)
-    return sync
+    assert deps.scheduled_sync is not None, "the sync loop is built at startup"
+    return deps.scheduled_sync
 
 
 async def defaults_for(obj: ObjectView, deps: Deps) -> Defaults:
