@@ -212,7 +212,7 @@ def test_apply_creates_the_task_dispatches_it_and_reports_an_unobserved_success(
     obj = wait_phase(gtask, namespace, "launch", "Unknown")
     succeeded = condition(obj, "Succeeded")
     assert (succeeded["status"], succeeded["reason"]) == ("Unknown", "CompletedOutcomeUnknown")
-    assert "delivery: Relay" in succeeded["message"]
+    assert "Direct delivery" in succeeded["message"]
     assert obj["status"]["completionTime"]
     assert condition(obj, "Ready")["status"] == "True"
     assert history(emulator, task_name)["outcome"] == "succeeded"

@@ -135,7 +135,7 @@ def test_desired_task_status_flow_and_completion_time() -> None:
     cond = find_condition(s3["conditions"], SUCCEEDED)
     assert cond is not None
     assert cond["reason"] == "CompletedOutcomeUnknown"
-    assert "Relay" in cond["message"]
+    assert "Direct delivery" in cond["message"]
     # Ready stays as the reconciler set it: the task was created as specified.
     ready = find_condition(s3["conditions"], "Ready")
     assert ready is not None

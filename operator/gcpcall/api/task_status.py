@@ -180,7 +180,7 @@ def task_outcome(
     return TaskOutcome(TaskPhase.UNKNOWN, _cond(
         ConditionStatus.UNKNOWN, TaskReason.COMPLETED_OUTCOME_UNKNOWN,
         "the task finished and Cloud Tasks deleted it without reporting its outcome "
-        f"({seen}); use delivery: Relay to observe it"))
+        f"({seen}); with Direct delivery the outcome cannot be observed"))
 
 
 def desired_task_status(
