@@ -93,10 +93,13 @@ class Stack:
         return env
 
     @contextmanager
-    def operator(self, name: str = "operator", **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    def operator(self, name: str = "operator", namespaces: tuple[str, ...] = (),
+                 **env: str) -> Iterator[subprocess.Popen[bytes]]:
         cmd = os.environ.get("BENCH_OPERATOR_CMD")
         args = cmd.split() if cmd else [sys.executable, "-m", "gcpcall", "run",
                                         "--metrics-port", "0", "--liveness", ""]
+        for ns in namespaces:
+            args += ["--namespace", ns]
         with process(args, self.work / f"{name}.log",
                      env=self.operator_env(**env)) as proc:
             yield proc

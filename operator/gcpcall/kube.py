@@ -243,6 +243,10 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    async def patch_json(self, ref: ObjectRef, ops: list[dict[str, Any]]) -> None:
+        """A JSON patch (RFC 6902) of the object: `test` operations make it conditional."""
+        await self.request("PATCH", ref.path, body=ops, content_type="application/json-patch+json")
+
     async def delete(self, path: str) -> None:
         try:
             await self.request("DELETE", path)

@@ -6,20 +6,19 @@ retry), and these few lines would otherwise be repeated in each of them.
 
 from __future__ import annotations
 
-import random
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
 
 from gcpcall.reconcile.deps import Deps
-from gcpcall.reconcile.outcome import Outcome
+from gcpcall.reconcile.outcome import Outcome, backoff_delay
+from gcpcall.reconcile.scheduled import ObjectView
 
-__all__ = ["GROUP", "VERSION", "deps_of", "raise_for"]
+__all__ = ["GROUP", "VERSION", "deleting", "deps_of", "offer_deletion", "raise_for"]
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
-
-_MAX_DELAY = 300.0
 
 
 def deps_of(memo: Any) -> Deps:
@@ -36,7 +35,31 @@ def raise_for(outcome: Outcome, retry: int) -> None:
     """
     if outcome.retry_after is None:
         return
-    delay = outcome.retry_after
-    if delay <= 0:
-        delay = min(_MAX_DELAY, 2.0 ** min(retry, 10)) * (0.5 + random.random())  # noqa: S311
+    delay = outcome.retry_after if outcome.retry_after > 0 else backoff_delay(retry)
     raise kopf.TemporaryError(outcome.reason or "retrying", delay=delay)
+
+
+def deleting(meta: kopf.Meta, **_: Any) -> bool:
+    """kopf's `when=` filter for the deletion event handlers."""
+    return bool(meta.get("deletionTimestamp"))
+
+
+Delete = Callable[[ObjectView, Deps], Awaitable[Outcome]]
+
+
+def offer_deletion(
+    event: Mapping[str, Any], view: ObjectView, deps: Deps, delete: Delete
+) -> None:
+    """Hand a deleting object to the deletion runner (or tell it the object is gone).
+
+    Why not `@kopf.on.delete`: kopf's own finalizer would then be added in a patch of its
+    own before the creation handler runs (see `reconcile.finalizer`).
+    """
+    if event.get("type") == "DELETED":
+        deps.deletions.gone(view.ref.uid)
+        return
+
+    async def cleanup() -> Outcome:
+        return await delete(view, deps)
+
+    deps.deletions.offer(view.ref, view.finalizers, view.spec, cleanup)

@@ -12,7 +12,14 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import GROUP, VERSION, deps_of, raise_for
+from gcpcall.handlers.common import (
+    GROUP,
+    VERSION,
+    deleting,
+    deps_of,
+    offer_deletion,
+    raise_for,
+)
 from gcpcall.reconcile.gcptask import (
     KIND,
     PLURAL,
@@ -40,6 +47,6 @@ async def resume(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    raise_for(await delete_gcp_task(_view(body), deps_of(memo)), retry)
+@kopf.on.event(GROUP, VERSION, PLURAL, when=deleting)
+async def delete(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    offer_deletion(event, _view(body), deps_of(memo), delete_gcp_task)

@@ -24,7 +24,7 @@ from gcpcall.gcp.tasks import TasksAdapter
 from gcpcall.kube import KubeClient, load_connection
 from gcpcall.observe.events import EventRecorder
 from gcpcall.reconcile.deps import Deps, NamespaceDefaults
-from gcpcall.reconcile.scheduled import FINALIZER
+from gcpcall.reconcile.finalizer import Deletions
 from gcpcall.reconcile.status_writer import StatusWriter
 from gcpcall.reconcile.sync import ScheduledSync
 from gcpcall.reconcile.task_poller import TaskPoller
@@ -84,6 +84,7 @@ def build_deps(settings: Settings, kube: KubeClient) -> tuple[Deps, list[grpc.ai
         status=StatusWriter(kube),
         events=EventRecorder(kube),
         namespaces=NamespaceDefaults(kube),
+        deletions=Deletions(kube),
     )
     tasks_channel = open_channel(settings.endpoints.tasks, settings.endpoints)
     deps.tasks = TasksAdapter(tasks_channel)
@@ -94,7 +95,9 @@ def build_deps(settings: Settings, kube: KubeClient) -> tuple[Deps, list[grpc.ai
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
+    # Deletion is ours (`reconcile.finalizer`): kopf has no deletion handler, so it never
+    # adds this finalizer; it names one apart from ours so kopf never touches ours either.
+    settings.persistence.finalizer = f"{KOPF_PREFIX}/kopf-finalizer"
     # kopf ignores every annotation under the prefix its storage uses; keep it apart from
     # the users' `gcpcall.dev/run-requested-at`, or run-now requests would go unseen.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -129,6 +132,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for loop in (deps.scheduled_sync, deps.task_poller):
         if loop is not None:
             await loop.stop()
+    await deps.deletions.stop()
     for channel in getattr(memo, "channels", []):
         await channel.close()
     await deps.events.flush()

@@ -17,6 +17,7 @@ from gcpcall.gcp.scheduler import SchedulerAdapter
 from gcpcall.gcp.tasks import TasksAdapter
 from gcpcall.kube import KubeClient
 from gcpcall.observe.events import EventRecorder
+from gcpcall.reconcile.finalizer import Deletions
 from gcpcall.reconcile.status_writer import StatusWriter
 
 if TYPE_CHECKING:  # the loops import Deps for their own annotations
@@ -54,6 +55,7 @@ class Deps:
     status: StatusWriter
     events: EventRecorder
     namespaces: NamespaceDefaults
+    deletions: Deletions
     tasks: TasksAdapter | None = None  # Cloud Tasks (GcpTask); None where no kind needs it
     # the background loops, built once the rest exists (they take the Deps themselves)
     scheduled_sync: ScheduledSync | None = None

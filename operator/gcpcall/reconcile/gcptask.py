@@ -32,7 +32,14 @@ from gcpcall.gcp.tasks_mapping import desired_task
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.inputs import resolve_body
 from gcpcall.reconcile.outcome import Outcome
-from gcpcall.reconcile.scheduled import ObjectView, defaults_for, identity_key, refuse_relay
+from gcpcall.reconcile.scheduled import (
+    ObjectGone,
+    ObjectView,
+    defaults_for,
+    holding_finalizer,
+    identity_key,
+    refuse_relay,
+)
 from gcpcall.reconcile.task_poller import TaskPoller, Watched, report
 
 __all__ = [
@@ -166,18 +173,16 @@ async def reconcile_gcp_task(
         return await _invalid(obj, deps, e)
 
     try:
-        task, fresh = await _create_once(deps, desired, identity)
-    except Exception as exc:  # every Google error ends up in status, classified once
-        return await _create_failed(obj, deps, spec, exc)
-
-    queue = await _poller(deps).queue_info(spec.queue_name, identity)
-    message = f"the task exists in Cloud Tasks queue {spec.queue_name}"
-    written, _ = await _write(
-        obj, deps, ReadyReason.CREATED, message, created=True, exists=task is not None,
-        task=task, max_attempts=queue.max_attempts if queue else None,
-        queue_paused=bool(queue and queue.paused),
-        extra={"taskName": desired.name, **_identity_status(spec, identity)},
-    )
+        # The finalizer goes on in parallel with the create and the status that reports it.
+        task, fresh, written = await holding_finalizer(
+            obj, deps, _create_and_report(obj, deps, spec, desired, identity))
+    except ObjectGone:
+        # Deleted while the task was being created, so no deletion will come for it here.
+        if spec.deletion_policy is not DeletionPolicy.ABANDON:
+            await _delete_orphan(deps, desired.name, identity)
+        return Outcome.done()
+    except _CreateFailed as e:
+        return await _create_failed(obj, deps, spec, e.cause)
     if fresh:
         deps.events.normal(obj.ref, "Created", f"created Cloud Task {desired.name}")
     else:
@@ -189,6 +194,34 @@ async def reconcile_gcp_task(
     else:
         _poller(deps).watch(_watched(obj, deps, spec, desired.name), observed=task)
     return Outcome.done()
+
+
+class _CreateFailed(Exception):
+    """CreateTask (or the GET after ALREADY_EXISTS) failed: report it once the finalizer
+    patch running beside it is done."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def _create_and_report(
+    obj: ObjectView, deps: Deps, spec: GcpTaskSpec, desired: Any, identity: GoogleIdentity
+) -> tuple[ObservedTask | None, bool, dict[str, Any]]:
+    """Create the task once, then write the status that says so: (task, fresh, status)."""
+    try:
+        task, fresh = await _create_once(deps, desired, identity)
+    except Exception as exc:  # every Google error ends up in status, classified once
+        raise _CreateFailed(exc) from exc
+    queue = await _poller(deps).queue_info(spec.queue_name, identity)
+    message = f"the task exists in Cloud Tasks queue {spec.queue_name}"
+    written, _ = await _write(
+        obj, deps, ReadyReason.CREATED, message, created=True, exists=task is not None,
+        task=task, max_attempts=queue.max_attempts if queue else None,
+        queue_paused=bool(queue and queue.paused),
+        extra={"taskName": desired.name, **_identity_status(spec, identity)},
+    )
+    return task, fresh, written
 
 
 async def _create_once(
@@ -203,6 +236,14 @@ async def _create_once(
         if classify(exc).reason != "AlreadyExists":
             raise
     return await tasks.get_task(desired.name, identity), False
+
+
+async def _delete_orphan(deps: Deps, name: str, identity: GoogleIdentity) -> None:
+    try:
+        await _tasks(deps).delete_task(name, identity)
+    except Exception as exc:
+        log.warning("task %s outlived its deleted object and could not be deleted: %s",
+                    name, classify(exc).message)
 
 
 async def _invalid(obj: ObjectView, deps: Deps, e: InvalidSpec) -> Outcome:

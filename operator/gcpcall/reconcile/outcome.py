@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Outcome"]
+__all__ = ["Outcome", "backoff_delay"]
 
 
 class _Classified(Protocol):
@@ -20,6 +20,7 @@ class _Classified(Protocol):
     def backoff(self) -> str: ...
 
 
+_MAX_BACKOFF = 300.0
 _SLOW = 300.0  # IAM and identity problems are fixed outside the cluster
 _DELETION = 10.0
 
@@ -47,3 +48,9 @@ class Outcome:
             return cls.retry_slow(c.reason)
         # fast: kopf's retry counter grows the delay (see handlers.common.raise_for)
         return cls(0.0, c.reason)
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff for the n-th transient failure, with jitter, so that many
+    objects failing together do not retry together."""
+    return min(_MAX_BACKOFF, 2.0 ** min(attempt, 10)) * (0.5 + random.random())  # noqa: S311

@@ -10,12 +10,13 @@ policy that the kopf handler turns into a delay.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gcpcall.api import naming
 from gcpcall.api.common import Delivery
@@ -29,8 +30,9 @@ from gcpcall.gcp.errors import classify
 from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady
 from gcpcall.gcp.scheduler import Job, token_email
 from gcpcall.gcp.scheduler_mapping import desired_job, observed_job, update_mask
-from gcpcall.kube import KubeError, ObjectRef
+from gcpcall.kube import ObjectRef
 from gcpcall.reconcile.deps import Deps
+from gcpcall.reconcile.finalizer import FINALIZER, Held, Snapshot, hold
 from gcpcall.reconcile.inputs import resolve_body
 from gcpcall.reconcile.outcome import Outcome
 from gcpcall.reconcile.sync import ScheduledSync, Tracked
@@ -38,16 +40,18 @@ from gcpcall.reconcile.sync import ScheduledSync, Tracked
 __all__ = [
     "FINALIZER",
     "RUN_REQUEST_ANNOTATION",
+    "ObjectGone",
     "ObjectView",
     "delete_scheduled_call",
+    "holding_finalizer",
     "reconcile_scheduled_call",
-    "release_if_abandoned",
     "resume_scheduled_call",
 ]
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "gcpcall.dev/finalizer"
+T = TypeVar("T")
+
 RUN_REQUEST_ANNOTATION = "gcpcall.dev/run-requested-at"
 
 
@@ -61,6 +65,8 @@ class ObjectView:
     status: Mapping[str, Any]
     annotations: Mapping[str, str]
     created: datetime.datetime | None = None
+    # what our finalizer's conditional patches test against; None: not known, read first
+    seen: Snapshot | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], kind: str, plural: str) -> ObjectView:
@@ -73,7 +79,35 @@ class ObjectView:
             status=body.get("status") or {},
             annotations=meta.get("annotations") or {},
             created=parse_time(stamp) if stamp else None,
+            seen=Snapshot(
+                tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp"))
+            ),
         )
+
+    @property
+    def finalizers(self) -> tuple[str, ...]:
+        return self.seen.finalizers if self.seen else ()
+
+
+class ObjectGone(Exception):
+    """The object was deleted while its first Google write was under way."""
+
+
+async def holding_finalizer(obj: ObjectView, deps: Deps, write: Awaitable[T]) -> T:
+    """Run the first Google write of an object while our finalizer is added, in parallel.
+
+    Why in parallel: in sequence, the finalizer patch would sit in front of every new
+    object's first call. If the object turns out to be gone or being deleted without our
+    finalizer, `ObjectGone` tells the caller to undo what the write made.
+    """
+    holding = asyncio.ensure_future(hold(obj.ref, obj.seen, deps.kube))
+    try:
+        result = await write
+    finally:
+        held = await holding
+    if held is not Held.HELD:
+        raise ObjectGone(f"{obj.ref.namespace}/{obj.ref.name} is {held.value}")
+    return result
 
 
 def _now() -> datetime.datetime:
@@ -164,13 +198,17 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
 
     try:
         desired = await _desired(obj, deps, spec, identity)
-        job = await _converge(obj, deps, spec, desired, identity)
-        await _retire_moved_job(obj, deps, job.name, identity)
-        job = await _run_if_requested(obj, deps, job, identity)
+        # The finalizer goes on in parallel with the whole write, status included.
+        job = await holding_finalizer(obj, deps, _apply(obj, deps, spec, desired, identity))
     except InvalidSpec as e:
         message = f"{e.field}: {e.message}"
         await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
         deps.events.warning(obj.ref, "InvalidSpec", message)
+        return Outcome.done()
+    except ObjectGone:
+        # Deleted while the job was being made, so no deletion will come for it here.
+        if obj.spec.get("deletionPolicy") != "Abandon":
+            await _delete_orphan(deps, desired.name, identity)
         return Outcome.done()
     except AdoptionRefused as e:
         await _write(obj, deps, ReadyReason.ADOPTION_REFUSED, str(e))
@@ -188,6 +226,21 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         deps.events.warning(obj.ref, "Failed", c.message)
         return Outcome.retry(c) if c.retryable else Outcome.done()
 
+    _sync(deps).track(Tracked.from_reconcile(
+        obj.ref, spec, identity_key(obj.ref.namespace, spec.service_account_name, deps),
+        job, desired, obj.generation,
+    ))
+    return Outcome.done()
+
+
+async def _apply(
+    obj: ObjectView, deps: Deps, spec: ScheduledCallSpec, desired: Job,
+    identity: GoogleIdentity,
+) -> Job:
+    """The Google writes a reconcile needs, then the status that reports them."""
+    job = await _converge(obj, deps, spec, desired, identity)
+    await _retire_moved_job(obj, deps, job.name, identity)
+    job = await _run_if_requested(obj, deps, job, identity)
     await _write(
         obj, deps,
         ReadyReason.PAUSED if spec.paused else ReadyReason.UP_TO_DATE,
@@ -197,11 +250,15 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         history_limit=spec.history_limit,
         last_run_request=obj.annotations.get(RUN_REQUEST_ANNOTATION),
     )
-    _sync(deps).track(Tracked.from_reconcile(
-        obj.ref, spec, identity_key(obj.ref.namespace, spec.service_account_name, deps),
-        job, desired, obj.generation,
-    ))
-    return Outcome.done()
+    return job
+
+
+async def _delete_orphan(deps: Deps, job_name: str, identity: GoogleIdentity) -> None:
+    try:
+        await deps.scheduler.delete_job(job_name, identity)
+    except Exception as exc:
+        log.warning("job %s outlived its deleted object and could not be deleted: %s",
+                    job_name, classify(exc).message)
 
 
 def _ready_reason(reason: str) -> ReadyReason:
@@ -376,21 +433,3 @@ async def _delete_unparsed(obj: ObjectView, deps: Deps, job_name: str) -> Outcom
     deps.status.forget(obj.ref)
     return Outcome.done()
 
-
-async def release_if_abandoned(obj: ObjectView, finalizers: list[str], deps: Deps) -> None:
-    """Drop our finalizer at once when a blocked deletion is switched to Abandon."""
-    if FINALIZER not in finalizers or obj.spec.get("deletionPolicy") != "Abandon":
-        return
-    ready = find_condition(deps.status.known(obj.ref, obj.status).get("conditions"), "Ready")
-    if not ready or ready.get("reason") != "DeletionBlocked":
-        return  # not blocked: the delete handler releases it in its normal course
-    _sync(deps).untrack(obj.ref)
-    remaining = [f for f in finalizers if f != FINALIZER]
-    try:
-        await deps.kube.patch_metadata(obj.ref, {"finalizers": remaining})
-    except KubeError as e:
-        if e.status not in (404, 409):
-            raise
-        return
-    deps.status.forget(obj.ref)
-    deps.events.normal(obj.ref, "Abandoned", "kept the Cloud Scheduler job")

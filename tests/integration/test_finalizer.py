@@ -1,0 +1,201 @@
+"""Our finalizer and the deletion runner against the real API server (no operator process).
+
+The conditional JSON patches must never overwrite another controller's finalizer, must
+notice an object that is gone or being deleted, and must retry when the object changed in
+between; the runner must retry a failing cleanup, start over at once when the spec
+changes, and remove only our finalizer when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from tests.conftest import ControlPlane
+from tests.integration.conftest import Objects
+
+from gcpcall.kube import KubeClient, ObjectRef, load_connection
+from gcpcall.reconcile.finalizer import FINALIZER, Deletions, Held, Snapshot, hold, release
+from gcpcall.reconcile.outcome import Outcome
+
+OTHER = "example.com/other-controller"
+
+
+@pytest.fixture
+async def kube(controlplane: ControlPlane) -> AsyncIterator[KubeClient]:
+    client = KubeClient(load_connection(controlplane.kubeconfig))
+    yield client
+    await client.close()
+
+
+def body(name: str, finalizers: list[str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if finalizers:
+        meta["finalizers"] = finalizers
+    return {
+        "apiVersion": "gcpcall.dev/v1alpha1",
+        "kind": "ScheduledGcpCall",
+        "metadata": meta,
+        "spec": {"schedule": "5 * * * *", "target": {"uri": "https://example.com/x"}},
+    }
+
+
+def ref_of(obj: dict[str, Any]) -> ObjectRef:
+    meta = obj["metadata"]
+    return ObjectRef("ScheduledGcpCall", "scheduledgcpcalls", meta["namespace"], meta["name"],
+                     meta["uid"])
+
+
+def seen(obj: dict[str, Any]) -> Snapshot:
+    meta = obj["metadata"]
+    return Snapshot(tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp")))
+
+
+def finalizers(sgc: Objects, namespace: str, name: str) -> list[str]:
+    obj = sgc.get(namespace, name)
+    assert obj is not None
+    return list(obj["metadata"].get("finalizers") or [])
+
+
+async def test_hold_adds_ours_to_an_empty_list(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("a"))
+    assert await hold(ref_of(obj), seen(obj), kube) is Held.HELD
+    assert finalizers(sgc, namespace, "a") == [FINALIZER]
+    # already there: no second copy
+    assert await hold(ref_of(obj), None, kube) is Held.HELD
+    assert finalizers(sgc, namespace, "a") == [FINALIZER]
+
+
+async def test_hold_keeps_another_controllers_finalizer_added_in_between(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("b"))
+    stale = seen(obj)  # taken before the other controller writes
+    sgc.patch(namespace, "b", {"metadata": {"finalizers": [OTHER]}})
+    assert await hold(ref_of(obj), stale, kube) is Held.HELD
+    assert finalizers(sgc, namespace, "b") == [OTHER, FINALIZER]
+
+
+async def test_hold_appends_when_a_list_exists(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("c", [OTHER]))
+    assert await hold(ref_of(obj), seen(obj), kube) is Held.HELD
+    assert finalizers(sgc, namespace, "c") == [OTHER, FINALIZER]
+
+
+async def test_hold_reports_gone_and_deleting(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    gone = sgc.create(namespace, body("gone"))
+    sgc.delete(namespace, "gone")
+    assert await hold(ref_of(gone), seen(gone), kube) is Held.GONE
+
+    # Being deleted, held open by another controller: no finalizer can be added any more.
+    going = sgc.create(namespace, body("going", [OTHER]))
+    sgc.delete(namespace, "going")
+    assert await hold(ref_of(going), seen(going), kube) is Held.DELETING
+    assert finalizers(sgc, namespace, "going") == [OTHER]
+    sgc.patch(namespace, "going", {"metadata": {"finalizers": None}})
+
+    # A new object under the same name is not the one we were holding.
+    old = sgc.create(namespace, body("again"))
+    sgc.delete(namespace, "again")
+    sgc.create(namespace, body("again"))
+    assert await hold(ref_of(old), None, kube) is Held.GONE
+    assert finalizers(sgc, namespace, "again") == []
+
+
+async def test_release_removes_only_ours_even_from_a_stale_view(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("d", [FINALIZER]))
+    stale = seen(obj).finalizers
+    sgc.patch(namespace, "d", {"metadata": {"finalizers": [FINALIZER, OTHER]}})
+    await release(ref_of(obj), stale, kube)
+    assert finalizers(sgc, namespace, "d") == [OTHER]
+    await release(ref_of(obj), None, kube)  # nothing of ours left: no write, no error
+    assert finalizers(sgc, namespace, "d") == [OTHER]
+
+
+async def test_deletions_retry_until_done_then_the_object_goes(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("e", [FINALIZER]))
+    sgc.delete(namespace, "e")  # held by our finalizer
+    deleting = sgc.get(namespace, "e")
+    assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
+    outcomes = [Outcome(0.05, "Blocked"), Outcome(0.05, "Blocked"), Outcome.done()]
+    calls: list[str] = []
+
+    async def cleanup() -> Outcome:
+        calls.append("cleanup")
+        return outcomes[len(calls) - 1]
+
+    runner = Deletions(kube)
+    runner.offer(ref_of(obj), [FINALIZER], deleting["spec"], cleanup)
+    for _ in range(200):
+        if sgc.get(namespace, "e") is None:
+            break
+        await asyncio.sleep(0.05)
+    assert sgc.get(namespace, "e") is None
+    assert calls == ["cleanup"] * 3
+    assert runner.active() == 0
+
+
+async def test_deletions_start_over_at_once_when_the_spec_changes(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("f", [FINALIZER]))
+    sgc.delete(namespace, "f")
+    calls: list[str] = []
+
+    async def blocked() -> Outcome:
+        calls.append("blocked")
+        return Outcome(3600.0, "DeletionBlocked")  # would wait an hour
+
+    async def abandoned() -> Outcome:
+        calls.append("abandoned")
+        return Outcome.done()
+
+    runner = Deletions(kube)
+    spec = obj["spec"]
+    runner.offer(ref_of(obj), [FINALIZER], spec, blocked)
+    await asyncio.sleep(0.2)
+    # the same spec again (say, our own status write): no new attempt
+    runner.offer(ref_of(obj), [FINALIZER], spec, blocked)
+    await asyncio.sleep(0.2)
+    assert calls == ["blocked"]
+    runner.offer(ref_of(obj), [FINALIZER], {**spec, "deletionPolicy": "Abandon"}, abandoned)
+    for _ in range(100):
+        if sgc.get(namespace, "f") is None:
+            break
+        await asyncio.sleep(0.05)
+    assert sgc.get(namespace, "f") is None
+    assert calls == ["blocked", "abandoned"]
+
+
+async def test_deletions_ignore_objects_without_our_finalizer_and_stop_when_gone(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    obj = sgc.create(namespace, body("g", [OTHER]))
+    calls: list[str] = []
+
+    async def cleanup() -> Outcome:
+        calls.append("cleanup")
+        return Outcome(3600.0, "DeletionBlocked")
+
+    runner = Deletions(kube)
+    runner.offer(ref_of(obj), [OTHER], obj["spec"], cleanup)
+    assert runner.active() == 0
+    runner.offer(ref_of(obj), [OTHER, FINALIZER], obj["spec"], cleanup)
+    await asyncio.sleep(0.1)
+    assert runner.active() == 1 and calls == ["cleanup"]
+    runner.gone(obj["metadata"]["uid"])
+    await asyncio.sleep(0.05)
+    assert runner.active() == 0
+    await runner.stop()
