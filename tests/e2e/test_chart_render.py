@@ -103,8 +103,9 @@ BASE_RULES = {
     *{
         ("gcpcall.dev", kind, verb)
         for kind in ("scheduledgcpcalls", "gcptasks")
-        for verb in ("list", "watch", "patch")
+        for verb in ("get", "list", "watch", "patch")
     },
+    ("gcpcall.dev", "gcptasks", "delete"),
     ("gcpcall.dev", "scheduledgcpcalls/status", "patch"),
     ("gcpcall.dev", "gcptasks/status", "patch"),
     ("", "events", "create"),

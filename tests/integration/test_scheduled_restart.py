@@ -88,3 +88,22 @@ def test_run_requested_while_down_runs_once_after_restart(
     running.restart()
     _settled_after_restart(emulator, lists)
     assert len(emulator.calls("RunJob")) == runs + 2
+
+
+def test_deletion_requested_while_down_completes_after_restart(
+    sgc: Objects, namespace: str, emulator: Emulator, running: Operator
+) -> None:
+    """Deletion is the operator's own (not kopf's): the restart's initial listing must
+    hand a deleting object to it, so the job goes and then the object."""
+    sgc.create(namespace, sample("leaving"))
+    job = ready(sgc, namespace, "leaving")["status"]["jobName"]
+    running.stop()
+    sgc.delete(namespace, "leaving")
+    held = sgc.get(namespace, "leaving")
+    assert held is not None and held["metadata"].get("deletionTimestamp")
+    assert held["metadata"]["finalizers"] == ["gcpcall.dev/finalizer"]
+    running.start()
+    wait_for(lambda: sgc.get(namespace, "leaving") is None, timeout=60,
+             what="the object released after the restart")
+    parent = job.rsplit("/jobs/", 1)[0]
+    assert job not in {j.name for j in emulator.scheduler().list_jobs(parent=parent)}
