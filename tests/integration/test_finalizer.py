@@ -128,7 +128,8 @@ async def test_deletions_retry_until_done_then_the_object_goes(
     obj = sgc.create(namespace, body("e", [FINALIZER]))
     sgc.delete(namespace, "e")  # held by our finalizer
     deleting = sgc.get(namespace, "e")
-    assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
+    assert deleting is not None
+    assert deleting["metadata"].get("deletionTimestamp")
     outcomes = [Outcome(0.05, "Blocked"), Outcome(0.05, "Blocked"), Outcome.done()]
     calls: list[str] = []
 
@@ -194,7 +195,8 @@ async def test_deletions_ignore_objects_without_our_finalizer_and_stop_when_gone
     assert runner.active() == 0
     runner.offer(ref_of(obj), [OTHER, FINALIZER], obj["spec"], cleanup)
     await asyncio.sleep(0.1)
-    assert runner.active() == 1 and calls == ["cleanup"]
+    assert runner.active() == 1
+    assert calls == ["cleanup"]
     runner.gone(obj["metadata"]["uid"])
     await asyncio.sleep(0.05)
     assert runner.active() == 0

@@ -100,7 +100,8 @@ def test_deletion_requested_while_down_completes_after_restart(
     running.stop()
     sgc.delete(namespace, "leaving")
     held = sgc.get(namespace, "leaving")
-    assert held is not None and held["metadata"].get("deletionTimestamp")
+    assert held is not None
+    assert held["metadata"].get("deletionTimestamp")
     assert held["metadata"]["finalizers"] == ["gcpcall.dev/finalizer"]
     running.start()
     wait_for(lambda: sgc.get(namespace, "leaving") is None, timeout=60,
