@@ -129,6 +129,9 @@ def stack() -> Iterator[Stack]:
         subprocess.run([str(BIN / "kubectl"), "--kubeconfig", kubeconfig, "wait",
                         "--for=condition=Established", "crd", "--all"], check=True,
                        capture_output=True)
+        # as the chart installs it on Kubernetes 1.36+: the finalizer added at create
+        subprocess.run([str(BIN / "kubectl"), "--kubeconfig", kubeconfig, "apply", "-f",
+                        str(REPO / "admission")], check=True, capture_output=True)
         emu = exits.enter_context(process(
             [sys.executable, "-m", "gcpcall", "emulator", "--grpc-port", "0",
              "--http-port", "0", "--log-level", "WARNING"], work / "emulator.log", pipe=True))

@@ -28,6 +28,7 @@ from kubernetes import config as k8s_config
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("GCPCALL_BIN_DIR", REPO / ".bin"))
 CRDS = REPO / "crds"
+FINALIZER_POLICY = REPO / "admission" / "finalizer-policy.yaml"
 
 
 @dataclass
@@ -91,6 +92,33 @@ def _start_controlplane(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[st
     return proc, info, log_path
 
 
+def install_finalizer_policy(cp: ControlPlane) -> None:
+    """Install admission/, as the chart does on 1.36+, and wait until the API server
+    applies it (a server-side dry run of a create shows the finalizer)."""
+    cp.kubectl("apply", "-f", str(FINALIZER_POLICY))
+    wait_finalizer_policy(cp)
+
+
+def wait_finalizer_policy(cp: ControlPlane) -> None:
+    """Until the API server applies the policy to our (new) kinds: for a moment after
+    install it answers creates with 503 "Resource kind ... not found"."""
+    probe = json.dumps({
+        "apiVersion": "gcpcall.dev/v1alpha1", "kind": "ScheduledGcpCall",
+        "metadata": {"name": "policy-probe", "namespace": "default"},
+        "spec": {"schedule": "5 * * * *", "target": {"uri": "https://example.com/probe"}},
+    })
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = cp.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=probe,
+                         check=False)  # the new kinds may not be served for a moment yet
+        if out.returncode == 0 and "gcpcall.dev/finalizer" in (
+            json.loads(out.stdout)["metadata"].get("finalizers", [])
+        ):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the finalizer policy did not take effect within 60 s")
+
+
 @contextmanager
 def running_controlplane(
     workdir: Path, request: pytest.FixtureRequest, apply_crds: bool = True
@@ -114,6 +142,7 @@ def running_controlplane(
             cp.kubectl(
                 "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
             )
+            install_finalizer_policy(cp)
         yield cp
     finally:
         proc.send_signal(signal.SIGTERM)

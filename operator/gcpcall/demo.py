@@ -134,6 +134,7 @@ def main(argv: Sequence[str]) -> int:
 
         kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        kubectl("apply", "-f", str(REPO / "admission"))  # as the chart does on 1.36+
 
         _say("starting the local Google Cloud emulator and a Compute API stand-in")
         compute = ThreadingHTTPServer(("127.0.0.1", 0), _Compute)
@@ -166,7 +167,15 @@ def main(argv: Sequence[str]) -> int:
 
         _say(f"kubectl apply -n {NAMESPACE} -f examples/")
         kubectl("create", "namespace", NAMESPACE)
-        print(kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
+        # For a few seconds after the admission policy is installed, the API server answers
+        # creates of the new kinds with 503 (it has not mapped them yet); wait that out.
+        examples = ("-n", NAMESPACE, "-f", str(REPO / "examples"))
+        deadline = time.monotonic() + 60
+        while subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, "apply",
+                              "--dry-run=server", *examples], capture_output=True,
+                             check=False).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        print(kubectl("apply", *examples), end="")
         kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "sgc", "--all", "--timeout=60s")
 
         _say("kubectl annotate sgc scale-up-mig gcpcall.dev/run-requested-at=<now>  (run now)")

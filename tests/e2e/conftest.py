@@ -38,6 +38,7 @@ from tests.conftest import (
     ensure_service_account,
     running_controlplane,
     service_account_token,
+    wait_finalizer_policy,
 )
 from tests.integration.conftest import (
     Emulator,
@@ -232,6 +233,7 @@ def install(helm: Helm, e2e_controlplane: ControlPlane, e2e_k8s: k8s_client.ApiC
     kubectl_apply(cp, rest)
     kubectl_apply(cp, [deployment], "--dry-run=server")
     cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    wait_finalizer_policy(cp)
     token = service_account_token(e2e_k8s, OPERATOR_NS, OPERATOR_SA)
     kubeconfig = write_kubeconfig(cp.workdir / "operator.kubeconfig", cp, token)
     return Install(docs, one(docs, "ClusterRole"), container_env(docs), kubeconfig)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import CRDS, ControlPlane
+from tests.conftest import CRDS, FINALIZER_POLICY, ControlPlane
 from tests.e2e.conftest import (
     CHART,
     E2E_VALUES,
@@ -93,6 +93,25 @@ def test_crds_keep_false_and_crds_disabled(helm: Helm) -> None:
     assert len(crds) == 2
     assert all("annotations" not in c["metadata"] for c in crds)
     assert not of_kind(helm.template(values(crds__enabled=False)), "CustomResourceDefinition")
+
+
+def test_finalizer_policy_is_the_repository_policy_from_kubernetes_1_36(helm: Helm) -> None:
+    mine = {d["kind"]: d for d in yaml.safe_load_all(FINALIZER_POLICY.read_text())}
+    rendered = {d["kind"]: d for d in helm.template(values())
+                if d["kind"].startswith("MutatingAdmissionPolicy")}
+    assert set(rendered) == {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
+    policy = rendered["MutatingAdmissionPolicy"]
+    assert policy["spec"] == mine["MutatingAdmissionPolicy"]["spec"]
+    assert rendered["MutatingAdmissionPolicyBinding"]["spec"] == {
+        "policyName": policy["metadata"]["name"]}
+    assert policy["metadata"]["labels"]["app.kubernetes.io/name"] == "gcpcall-operator"
+    # off by value, and not rendered for API servers that do not serve it
+    assert not [d for d in helm.template(values(finalizerPolicy__enabled=False))
+                if d["kind"].startswith("MutatingAdmissionPolicy")]
+    with_values = helm._with_values(values(), "template", "x", str(CHART), "--kube-version",
+                                    "1.35.2")
+    assert with_values.returncode == 0, with_values.stderr
+    assert "MutatingAdmissionPolicy" not in with_values.stdout
 
 
 # --- RBAC per identity mode ----------------------------------------------------------------
@@ -340,6 +359,8 @@ def test_defaults_render_nothing_optional(helm: Helm) -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            "MutatingAdmissionPolicy",  # the finalizer at create, on Kubernetes 1.36+
+            "MutatingAdmissionPolicyBinding",
         ]
     )
 

@@ -42,6 +42,14 @@ def body(name: str, finalizers: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def create(sgc: Objects, namespace: str, name: str,
+           finalizers: list[str] | None = None) -> dict[str, Any]:
+    """An object with exactly `finalizers`: the admission policy adds ours at create, so
+    it is set back here, as on a cluster without the policy."""
+    sgc.create(namespace, body(name))
+    return sgc.patch(namespace, name, {"metadata": {"finalizers": finalizers or None}})
+
+
 def ref_of(obj: dict[str, Any]) -> ObjectRef:
     meta = obj["metadata"]
     return ObjectRef("ScheduledGcpCall", "scheduledgcpcalls", meta["namespace"], meta["name"],
@@ -59,10 +67,20 @@ def finalizers(sgc: Objects, namespace: str, name: str) -> list[str]:
     return list(obj["metadata"].get("finalizers") or [])
 
 
+def test_the_admission_policy_adds_ours_at_create_and_keeps_others(
+    sgc: Objects, namespace: str
+) -> None:
+    assert sgc.create(namespace, body("plain"))["metadata"]["finalizers"] == [FINALIZER]
+    with_other = sgc.create(namespace, body("other", [OTHER]))
+    assert with_other["metadata"]["finalizers"] == [OTHER, FINALIZER]
+    for name in ("plain", "other"):
+        sgc.patch(namespace, name, {"metadata": {"finalizers": None}})
+
+
 async def test_hold_adds_ours_to_an_empty_list(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("a"))
+    obj = create(sgc, namespace, "a")
     assert await hold(ref_of(obj), seen(obj), kube) is Held.HELD
     assert finalizers(sgc, namespace, "a") == [FINALIZER]
     # already there: no second copy
@@ -73,7 +91,7 @@ async def test_hold_adds_ours_to_an_empty_list(
 async def test_hold_keeps_another_controllers_finalizer_added_in_between(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("b"))
+    obj = create(sgc, namespace, "b")
     stale = seen(obj)  # taken before the other controller writes
     sgc.patch(namespace, "b", {"metadata": {"finalizers": [OTHER]}})
     assert await hold(ref_of(obj), stale, kube) is Held.HELD
@@ -83,7 +101,7 @@ async def test_hold_keeps_another_controllers_finalizer_added_in_between(
 async def test_hold_appends_when_a_list_exists(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("c", [OTHER]))
+    obj = create(sgc, namespace, "c", [OTHER])
     assert await hold(ref_of(obj), seen(obj), kube) is Held.HELD
     assert finalizers(sgc, namespace, "c") == [OTHER, FINALIZER]
 
@@ -91,29 +109,29 @@ async def test_hold_appends_when_a_list_exists(
 async def test_hold_reports_gone_and_deleting(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    gone = sgc.create(namespace, body("gone"))
+    gone = create(sgc, namespace, "gone")
     sgc.delete(namespace, "gone")
     assert await hold(ref_of(gone), seen(gone), kube) is Held.GONE
 
     # Being deleted, held open by another controller: no finalizer can be added any more.
-    going = sgc.create(namespace, body("going", [OTHER]))
+    going = create(sgc, namespace, "going", [OTHER])
     sgc.delete(namespace, "going")
     assert await hold(ref_of(going), seen(going), kube) is Held.DELETING
     assert finalizers(sgc, namespace, "going") == [OTHER]
     sgc.patch(namespace, "going", {"metadata": {"finalizers": None}})
 
     # A new object under the same name is not the one we were holding.
-    old = sgc.create(namespace, body("again"))
+    old = create(sgc, namespace, "again")
     sgc.delete(namespace, "again")
-    sgc.create(namespace, body("again"))
+    create(sgc, namespace, "again")
     assert await hold(ref_of(old), None, kube) is Held.GONE
-    assert finalizers(sgc, namespace, "again") == []
+    assert finalizers(sgc, namespace, "again") == []  # the new object was not touched
 
 
 async def test_release_removes_only_ours_even_from_a_stale_view(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("d", [FINALIZER]))
+    obj = create(sgc, namespace, "d", [FINALIZER])
     stale = seen(obj).finalizers
     sgc.patch(namespace, "d", {"metadata": {"finalizers": [FINALIZER, OTHER]}})
     await release(ref_of(obj), stale, kube)
@@ -125,7 +143,7 @@ async def test_release_removes_only_ours_even_from_a_stale_view(
 async def test_deletions_retry_until_done_then_the_object_goes(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("e", [FINALIZER]))
+    obj = create(sgc, namespace, "e", [FINALIZER])
     sgc.delete(namespace, "e")  # held by our finalizer
     deleting = sgc.get(namespace, "e")
     assert deleting is not None
@@ -151,7 +169,7 @@ async def test_deletions_retry_until_done_then_the_object_goes(
 async def test_deletions_start_over_at_once_when_the_spec_changes(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("f", [FINALIZER]))
+    obj = create(sgc, namespace, "f", [FINALIZER])
     sgc.delete(namespace, "f")
     calls: list[str] = []
 
@@ -183,7 +201,7 @@ async def test_deletions_start_over_at_once_when_the_spec_changes(
 async def test_deletions_ignore_objects_without_our_finalizer_and_stop_when_gone(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:
-    obj = sgc.create(namespace, body("g", [OTHER]))
+    obj = create(sgc, namespace, "g", [OTHER])
     calls: list[str] = []
 
     async def cleanup() -> Outcome:

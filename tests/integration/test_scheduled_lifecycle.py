@@ -285,6 +285,25 @@ def test_refused_delete_blocks_until_abandon(
     emulator.scheduler().delete_job(name=name)
 
 
+def test_without_the_admission_policy_the_operator_adds_its_finalizer(
+    sgc: Objects, namespace: str, emulator: Emulator
+) -> None:
+    """On clusters without admission/finalizer-policy.yaml (before Kubernetes 1.36), the
+    operator adds the finalizer itself, beside its first Google write."""
+    sgc.create(namespace, sample("late", timeZone="Mars/Olympus_Mons"))
+    ready(sgc, namespace, "late", reason="InvalidSpec")
+    # as if the policy had not been there: no finalizer, and no job to protect yet
+    sgc.patch(namespace, "late", {"metadata": {"finalizers": None}})
+    sgc.patch(namespace, "late", {"spec": {"timeZone": "Europe/Berlin"}})
+    obj = ready(sgc, namespace, "late")
+    assert obj["metadata"]["finalizers"] == ["gcpcall.dev/finalizer"]
+    job = obj["status"]["jobName"]
+    sgc.delete(namespace, "late")
+    wait_for(lambda: sgc.get(namespace, "late") is None, what="late gone")
+    parent = job.rsplit("/jobs/", 1)[0]
+    assert job not in {j.name for j in emulator.scheduler().list_jobs(parent=parent)}
+
+
 def test_recreated_object_adopts_its_job_and_foreign_job_is_refused(
     sgc: Objects, namespace: str, emulator: Emulator
 ) -> None:
