@@ -61,6 +61,11 @@ def test_restart_with_synced_objects_makes_no_google_write(
     _settled_after_restart(emulator, lists)
     assert len(emulator.writes()) == writes
     assert len(emulator.calls("GetJob")) == gets  # one list per group, not a read per object
+    for i in range(3):  # and the restarted sync's status keeps what was there
+        obj = ready(sgc, namespace, f"steady-{i}")
+        # kopf kept its bookkeeping in memory: nothing of it was written to the object
+        annotations = obj["metadata"].get("annotations") or {}
+        assert not [a for a in annotations if a.startswith("operator.gcpcall.dev/")]
 
 
 def test_run_requested_while_down_runs_once_after_restart(

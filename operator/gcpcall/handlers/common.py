@@ -15,7 +15,7 @@ from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.outcome import Outcome, backoff_delay
 from gcpcall.reconcile.scheduled import ObjectView
 
-__all__ = ["GROUP", "VERSION", "deleting", "deps_of", "offer_deletion", "raise_for"]
+__all__ = ["GROUP", "VERSION", "deps_of", "offer_deletion", "raise_for"]
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
@@ -39,25 +39,26 @@ def raise_for(outcome: Outcome, retry: int) -> None:
     raise kopf.TemporaryError(outcome.reason or "retrying", delay=delay)
 
 
-def deleting(meta: kopf.Meta, **_: Any) -> bool:
-    """kopf's `when=` filter for the deletion event handlers."""
-    return bool(meta.get("deletionTimestamp"))
-
-
 Delete = Callable[[ObjectView, Deps], Awaitable[Outcome]]
 
 
-def offer_deletion(
-    event: Mapping[str, Any], view: ObjectView, deps: Deps, delete: Delete
-) -> None:
-    """Hand a deleting object to the deletion runner (or tell it the object is gone).
+def offer_deletion(event: Mapping[str, Any], body: kopf.Body, memo: Any, kind: str,
+                   plural: str, delete: Delete) -> None:
+    """Hand a deleting object to the deletion runner; forget one that is gone.
 
     Why not `@kopf.on.delete`: kopf's own finalizer would then be added in a patch of its
     own before the creation handler runs (see `reconcile.finalizer`).
     """
+    deps = deps_of(memo)
     if event.get("type") == "DELETED":
-        deps.deletions.gone(view.ref.uid)
+        uid = str(body.metadata.uid or "")
+        deps.deletions.gone(uid)
+        for forget in getattr(memo, "forget", ()):
+            forget(uid)
         return
+    if not body.metadata.get("deletionTimestamp"):
+        return
+    view = ObjectView.from_body(body, kind, plural)
 
     async def cleanup() -> Outcome:
         return await delete(view, deps)

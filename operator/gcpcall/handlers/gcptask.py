@@ -15,7 +15,6 @@ import kopf
 from gcpcall.handlers.common import (
     GROUP,
     VERSION,
-    deleting,
     deps_of,
     offer_deletion,
     raise_for,
@@ -47,6 +46,6 @@ async def resume(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=deleting)
+@kopf.on.event(GROUP, VERSION, PLURAL)
 async def delete(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    offer_deletion(event, _view(body), deps_of(memo), delete_gcp_task)
+    offer_deletion(event, body, memo, KIND, PLURAL, delete_gcp_task)

@@ -13,7 +13,6 @@ import kopf
 from gcpcall.handlers.common import (
     GROUP,
     VERSION,
-    deleting,
     deps_of,
     offer_deletion,
     raise_for,
@@ -45,6 +44,6 @@ async def resume(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=deleting)
+@kopf.on.event(GROUP, VERSION, PLURAL)
 async def delete(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    offer_deletion(event, _view(body), deps_of(memo), delete_scheduled_call)
+    offer_deletion(event, body, memo, KIND, PLURAL, delete_scheduled_call)

@@ -2,25 +2,25 @@
 
 Why here: clients (the gRPC channels, the Kubernetes session, the token cache) are built
 once into kopf's `memo` and closed on cleanup, never inside a handler; kopf's own
-bookkeeping goes into annotations under our prefix so `status` carries only our fields.
+bookkeeping is kept in memory (`handlers.storage`), so `status` carries only our fields
+and kopf writes nothing to the objects it handles.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import grpc
 import kopf
 
+from gcpcall.api.settled import settled
 from gcpcall.config import Settings
 from gcpcall.gcp.channels import open_channel
 from gcpcall.gcp.identity import IdentityResolver
 from gcpcall.gcp.scheduler import SchedulerAdapter
 from gcpcall.gcp.tasks import TasksAdapter
+from gcpcall.handlers.storage import HandledInMemory, ProgressInMemory
 from gcpcall.kube import KubeClient, load_connection
 from gcpcall.observe.events import EventRecorder
 from gcpcall.reconcile.deps import Deps, NamespaceDefaults
@@ -34,28 +34,6 @@ __all__ = ["build_deps"]
 log = logging.getLogger(__name__)
 
 KOPF_PREFIX = "operator.gcpcall.dev"
-
-
-class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled spec, with the request body replaced by its digest.
-
-    Why: kopf keeps the whole spec in an annotation, and annotations hold at most 256 KB in
-    all, while a request body may be up to 1 MB. With the full body in it, the annotation
-    patch fails, and with it every later patch of the object, including the one that
-    removes the finalizer, so the object could never be deleted. A digest still changes
-    whenever the body does, which is all the change detection needs.
-    """
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        spec: dict[str, Any] = essence.get("spec") or {}
-        target = spec.get("target")
-        if isinstance(target, dict) and "body" in target:
-            raw = json.dumps(target["body"], sort_keys=True, separators=(",", ":"))
-            target["body"] = {"sha256": hashlib.sha256(raw.encode()).hexdigest()}
-        return essence
 
 
 @kopf.on.login()
@@ -98,14 +76,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Deletion is ours (`reconcile.finalizer`): kopf has no deletion handler, so it never
     # adds this finalizer; it names one apart from ours so kopf never touches ours either.
     settings.persistence.finalizer = f"{KOPF_PREFIX}/kopf-finalizer"
-    # kopf ignores every annotation under the prefix its storage uses; keep it apart from
-    # the users' `gcpcall.dev/run-requested-at`, or run-now requests would go unseen.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=KOPF_PREFIX
-    )
-    settings.persistence.diffbase_storage = CompactDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    # kopf's bookkeeping in memory (handlers.storage): handling an object costs kopf no
+    # write. kopf ignores every annotation under its storage prefix (the retry "touch" it
+    # still writes); keep it apart from the users' `gcpcall.dev/run-requested-at`.
+    handled = HandledInMemory(prefix=KOPF_PREFIX, settled=settled)
+    progress = ProgressInMemory(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = handled
+    settings.persistence.progress_storage = progress
+    memo.forget = (handled.forget, progress.forget)
     settings.posting.enabled = False  # our own events (observe.events), not kopf's
     settings.watching.server_timeout = 300
     # At most 200 objects in flight; a worker frees its slot 0.5 s after its object's last

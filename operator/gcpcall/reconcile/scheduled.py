@@ -24,6 +24,7 @@ from gcpcall.api.conditions import find_condition
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.placement import Defaults
 from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
+from gcpcall.api.settled import RUN_REQUEST_ANNOTATION
 from gcpcall.api.status import ReadyReason, desired_call_status, parse_time, ready_condition
 from gcpcall.config import IdentityMode
 from gcpcall.gcp.errors import classify
@@ -51,8 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RUN_REQUEST_ANNOTATION = "gcpcall.dev/run-requested-at"
 
 
 @dataclass(frozen=True)
@@ -377,6 +376,7 @@ async def resume_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
     except (InvalidSpec, IdentityNotReady):
         return await reconcile_scheduled_call(obj, deps)
     next_run = status.get("nextRunTime")
+    deps.status.remember(obj.ref, obj.status)
     _sync(deps).track(
         Tracked(
             ref=obj.ref, namespace=obj.ref.namespace,

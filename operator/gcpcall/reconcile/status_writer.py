@@ -33,6 +33,16 @@ class StatusWriter:
             return mine
         return dict(observed or {})
 
+    def remember(self, ref: ObjectRef, observed: Mapping[str, Any] | None) -> None:
+        """Take an observed status as the newest known, unless we wrote a newer one.
+
+        For objects resumed without a write: the batched sync compares against what is
+        known, and an empty base would make its first patch drop every field it does not
+        set itself (the Ready condition, the run history).
+        """
+        if ref.uid not in self._last:
+            self._last[ref.uid] = copy.deepcopy(dict(observed or {}))
+
     async def write(
         self, ref: ObjectRef, current: Mapping[str, Any] | None, desired: Mapping[str, Any]
     ) -> bool:
