@@ -140,6 +140,17 @@ async def test_release_removes_only_ours_even_from_a_stale_view(
     assert finalizers(sgc, namespace, "d") == [OTHER]
 
 
+async def test_release_leaves_a_new_object_of_the_same_name_alone(
+    kube: KubeClient, sgc: Objects, namespace: str
+) -> None:
+    old = create(sgc, namespace, "h", [FINALIZER])
+    sgc.patch(namespace, "h", {"metadata": {"finalizers": None}})
+    sgc.delete(namespace, "h")
+    create(sgc, namespace, "h", [FINALIZER])  # the same finalizer list, another object
+    await release(ref_of(old), [FINALIZER], kube)
+    assert finalizers(sgc, namespace, "h") == [FINALIZER]
+
+
 async def test_deletions_retry_until_done_then_the_object_goes(
     kube: KubeClient, sgc: Objects, namespace: str
 ) -> None:

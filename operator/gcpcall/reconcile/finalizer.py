@@ -57,6 +57,11 @@ async def _fresh(ref: ObjectRef, kube: KubeClient) -> Snapshot | None:
     return Snapshot(tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp")))
 
 
+def _same_object(ref: ObjectRef) -> list[dict[str, Any]]:
+    """A test that fails on a new object of the same name (deleted and created again)."""
+    return [{"op": "test", "path": "/metadata/uid", "value": ref.uid}] if ref.uid else []
+
+
 def _retryable(e: KubeError) -> bool:
     # 422: a failed `test` (someone wrote in between); 409: a conflicting write.
     return e.status in (409, 422)
@@ -89,7 +94,7 @@ async def hold(ref: ObjectRef, seen: Snapshot | None, kube: KubeClient) -> Held:
                 {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
             ]
         try:
-            await kube.patch_json(ref, ops)
+            await kube.patch_json(ref, _same_object(ref) + ops)
             return Held.HELD
         except KubeError as e:
             if e.status == 404:
@@ -118,7 +123,7 @@ async def release(ref: ObjectRef, seen: Sequence[str] | None, kube: KubeClient) 
             {"op": "replace", "path": "/metadata/finalizers", "value": remaining},
         ]
         try:
-            await kube.patch_json(ref, ops)
+            await kube.patch_json(ref, _same_object(ref) + ops)
             return
         except KubeError as e:
             if e.status == 404:
