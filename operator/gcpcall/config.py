@@ -59,6 +59,7 @@ class Settings:
     drift_check_seconds: float = 600.0  # slow cadence for idle objects
     sync_period_seconds: float = 60.0  # upper bound between syncs of a group with due runs
     run_settle_seconds: float = 2.0  # how long after a due run the sync lists
+    events_per_second: float = 25.0  # the pace of Event posts (bursts of 100)
     endpoints: Endpoints = field(default_factory=Endpoints)
 
     @classmethod
@@ -102,5 +103,6 @@ class Settings:
             drift_check_seconds=float(opt("GCPCALL_DRIFT_CHECK_SECONDS") or 600),
             sync_period_seconds=float(opt("GCPCALL_SYNC_PERIOD_SECONDS") or 60),
             run_settle_seconds=float(opt("GCPCALL_RUN_SETTLE_SECONDS") or 2),
+            events_per_second=float(opt("GCPCALL_EVENTS_PER_SECOND") or 25),
             endpoints=endpoints,
         )

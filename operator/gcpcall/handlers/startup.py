@@ -60,7 +60,7 @@ def build_deps(settings: Settings, kube: KubeClient) -> tuple[Deps, list[grpc.ai
         identities=IdentityResolver(settings, kube),
         scheduler=SchedulerAdapter(scheduler_channel),
         status=StatusWriter(kube),
-        events=EventRecorder(kube),
+        events=EventRecorder(kube, per_second=settings.events_per_second),
         namespaces=NamespaceDefaults(kube),
         deletions=Deletions(kube),
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections import deque
 
+from gcpcall.gcp.ratelimit import TokenBucket
 from gcpcall.kube import KubeClient, KubeError, ObjectRef
+from gcpcall.observe.metrics import EVENTS_DROPPED
 
 __all__ = ["EventRecorder"]
 
@@ -22,30 +23,76 @@ log = logging.getLogger(__name__)
 
 
 class EventRecorder:
-    """Posts core/v1 Events about our objects; a failure to post is logged, never raised."""
+    """Posts core/v1 Events about our objects; a failure to post is logged, never raised.
 
-    def __init__(self, kube: KubeClient, component: str = "gcpcall-operator") -> None:
+    Posting runs in the background and is paced by a token bucket (`per_second`, bursts of
+    `burst`), as client-go's recorder is: an event is for humans, and a thousand objects
+    created at once would otherwise send a thousand event writes to the API server in the
+    same second as their reconciles. A burst's events trail by seconds instead. At most
+    `backlog` wait; beyond that the oldest are dropped (counted in
+    `gcpcall_events_dropped_total` and logged).
+    """
+
+    def __init__(self, kube: KubeClient, component: str = "gcpcall-operator", *,
+                 per_second: float = 25.0, burst: int = 100, backlog: int = 10_000) -> None:
         self.kube = kube
         self.component = component
+        self._bucket = TokenBucket(rate=per_second, burst=burst)
+        self._waiting: deque[tuple[ObjectRef, str, str, str]] = deque()
+        self._backlog = backlog
+        self._ready = asyncio.Event()  # something waits to be posted
+        self._idle = asyncio.Event()  # nothing waits and nothing is being posted
+        self._idle.set()
         self._pending: set[asyncio.Task[None]] = set()
+        self._pacer: asyncio.Task[None] | None = None
 
-    # Posting runs in the background: an event is for humans, and waiting for it would put
-    # an API round trip on every reconcile's path to Ready. The task is returned for the
-    # callers that do want to wait.
-    def normal(self, ref: ObjectRef, reason: str, message: str) -> asyncio.Task[None]:
-        return self._spawn(self._post(ref, "Normal", reason, message))
+    def normal(self, ref: ObjectRef, reason: str, message: str) -> None:
+        self._queue(ref, "Normal", reason, message)
 
-    def warning(self, ref: ObjectRef, reason: str, message: str) -> asyncio.Task[None]:
-        return self._spawn(self._post(ref, "Warning", reason, message))
+    def warning(self, ref: ObjectRef, reason: str, message: str) -> None:
+        self._queue(ref, "Warning", reason, message)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        return task
+    def _queue(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        if len(self._waiting) >= self._backlog:
+            dropped = self._waiting.popleft()
+            EVENTS_DROPPED.inc()
+            log.warning("event backlog full: dropped %s for %s/%s",
+                        dropped[2], dropped[0].namespace, dropped[0].name)
+        self._waiting.append((ref, type_, reason, message))
+        self._ready.set()
+        self._idle.clear()
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.get_running_loop().create_task(self._pace())
 
-    async def flush(self) -> None:
-        """Wait for the events still being posted (at shutdown)."""
+    async def _pace(self) -> None:
+        while True:
+            while not self._waiting:
+                self._ready.clear()
+                await self._ready.wait()
+            await self._bucket.acquire()
+            if not self._waiting:
+                continue
+            task = asyncio.get_running_loop().create_task(self._post(*self._waiting.popleft()))
+            self._pending.add(task)
+            task.add_done_callback(self._posted)
+
+    def _posted(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not self._pending and not self._waiting:
+            self._idle.set()
+
+    async def flush(self, within: float = 5.0) -> None:
+        """At shutdown: post what waits, for at most `within` seconds, then stop."""
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
+        if self._pacer is not None:
+            self._pacer.cancel()
+            await asyncio.gather(self._pacer, return_exceptions=True)
+        if self._waiting:
+            log.warning("shutting down with %d events not posted", len(self._waiting))
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 

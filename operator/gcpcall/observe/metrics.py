@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["GOOGLE_CALLS", "RECONCILES", "STATUS_PATCHES", "SYNC_DURATION", "SYNC_LISTS"]
+__all__ = [
+    "EVENTS_DROPPED", "GOOGLE_CALLS", "RECONCILES", "STATUS_PATCHES", "SYNC_DURATION",
+    "SYNC_LISTS",
+]
 
 RECONCILES = Counter(
     "gcpcall_reconciles_total", "Reconciles by kind and result", ["kind", "result"]
@@ -23,4 +26,7 @@ SYNC_DURATION = Histogram(
 SYNC_LISTS = Counter("gcpcall_sync_lists_total", "Batched List calls made by the sync", ["kind"])
 STATUS_PATCHES = Counter(
     "gcpcall_status_patches_total", "Status patches written, by kind", ["kind"]
+)
+EVENTS_DROPPED = Counter(
+    "gcpcall_events_dropped_total", "Events not posted because the backlog was full"
 )
