@@ -321,8 +321,21 @@ async def run_operator(s: Stack, count: int, apply_concurrency: int,
         cpu = cpu_seconds(proc.pid) - cpu
         say(f"operator: {seconds:.1f} s")
         await watch.stop()
+        # The operator paces its events (observe.events): they trail the burst. How long?
+        ready_at = time.monotonic()
+
+        async def created_events() -> int:
+            doc = await kube.request("GET", f"/api/v1/namespaces/{ns}/events")
+            return sum(1 for e in doc.get("items", []) if e.get("reason") == "Created")
+
+        while await created_events() < count + 1:
+            if time.monotonic() - ready_at > max(120.0, count * 0.2):
+                raise RuntimeError("the operator's Created events did not all arrive")
+            await asyncio.sleep(0.5)
+        trail = time.monotonic() - ready_at
+        say(f"operator: every Created event posted {trail:.0f} s after the last Ready")
     return {"seconds": seconds, "cpu_seconds": round(cpu, 2),
-            "calls": delta(tasks_calls(s), calls)}
+            "calls": delta(tasks_calls(s), calls), "events_trail_seconds": round(trail, 1)}
 
 
 async def _run(s: Stack, count: int, concurrency: int, apply_concurrency: int
