@@ -1,4 +1,4 @@
-"""`python -m bench [p1] [p3] [tasks]`: run the benchmarks and print their figures.
+"""`python -m bench [p1] [p3] [p7] [tasks] [writes]`: run the benchmarks, print their figures.
 
 Every figure is measured in one run on one stack (see harness.py); paste the printed lines
 into RESULTS.md together with the command.
@@ -16,13 +16,14 @@ from bench.harness import stack
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="*", default=["p1", "p3"],
-                        choices=["p1", "p3", "p7", "tasks"])
+                        choices=["p1", "p3", "p7", "tasks", "writes"])
     parser.add_argument("--p1-n", type=int, default=50)
     parser.add_argument("--p3-n", type=int, default=1000)
     parser.add_argument("--p3-window", type=float, default=660.0,
                         help="idle seconds measured (default: one drift-check period + 60 s)")
     parser.add_argument("--p7-runs", type=int, default=5)
     parser.add_argument("--tasks-n", type=int, default=1000)
+    parser.add_argument("--writes-n", type=int, default=300)
     args = parser.parse_args()
     with stack() as s:
         if "p1" in args.which:
@@ -35,6 +36,10 @@ def main() -> int:
             from bench import bench_tasks
 
             print("TASKS", json.dumps(bench_tasks.run(s, args.tasks_n)), flush=True)
+        if "writes" in args.which:
+            from bench import api_writes
+
+            print("WRITES", json.dumps(api_writes.run(s, args.writes_n)), flush=True)
     return 0
 
 

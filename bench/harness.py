@@ -64,6 +64,7 @@ class Stack:
     http_port: int
     api: k8s_client.ApiClient
     exits: ExitStack
+    controlplane_pid: int
 
     @property
     def grpc_target(self) -> str:
@@ -159,4 +160,4 @@ def stack() -> Iterator[Stack]:
         ports = json.loads(emu.stdout.readline())
         api = k8s_config.new_client_from_config(config_file=kubeconfig)
         yield Stack(work, kubeconfig, int(ports["grpc_port"]), int(ports["http_port"]), api,
-                    exits)
+                    exits, cp.pid)
