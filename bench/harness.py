@@ -24,6 +24,8 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from gcpcall.demo import wait_for_admission
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".bin"
 PROJECT, LOCATION, CLUSTER = "bench-project", "us-central1", "bench"
@@ -111,25 +113,6 @@ class Stack:
         return name
 
 
-def _wait_admission(kubeconfig: str) -> None:
-    """For a few seconds after the policy is installed the API server answers creates of
-    our kinds with 503; wait until a server-side dry run of each kind goes through."""
-    probes = [{"apiVersion": "gcpcall.dev/v1alpha1", "kind": kind,
-               "metadata": {"name": "probe", "namespace": "default"}, "spec": spec}
-              for kind, spec in (
-                  ("ScheduledGcpCall", {"schedule": "5 * * * *",
-                                        "target": {"uri": "https://example.com/x"}}),
-                  ("GcpTask", {"queue": "q", "target": {"uri": "https://example.com/x"}}))]
-    deadline = time.monotonic() + 60
-    for probe in probes:
-        while subprocess.run([str(BIN / "kubectl"), "--kubeconfig", kubeconfig, "create",
-                              "--dry-run=server", "-f", "-"], input=json.dumps(probe).encode(),
-                             capture_output=True, check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: the API server does not accept our kinds")
-            time.sleep(0.5)
-
-
 @contextmanager
 def stack() -> Iterator[Stack]:
     if not (BIN / "controlplane").exists():
@@ -152,7 +135,7 @@ def stack() -> Iterator[Stack]:
         # as the chart installs it on Kubernetes 1.36+: the finalizer added at create
         subprocess.run([str(BIN / "kubectl"), "--kubeconfig", kubeconfig, "apply", "-f",
                         str(REPO / "admission")], check=True, capture_output=True)
-        _wait_admission(kubeconfig)
+        wait_for_admission(BIN / "kubectl", kubeconfig)
         emu = exits.enter_context(process(
             [sys.executable, "-m", "gcpcall", "emulator", "--grpc-port", "0",
              "--http-port", "0", "--log-level", "WARNING"], work / "emulator.log", pipe=True))

@@ -25,6 +25,8 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from gcpcall.demo import wait_for_admission
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("GCPCALL_BIN_DIR", REPO / ".bin"))
 CRDS = REPO / "crds"
@@ -100,23 +102,7 @@ def install_finalizer_policy(cp: ControlPlane) -> None:
 
 
 def wait_finalizer_policy(cp: ControlPlane) -> None:
-    """Until the API server applies the policy to our (new) kinds: for a moment after
-    install it answers creates with 503 "Resource kind ... not found"."""
-    probe = json.dumps({
-        "apiVersion": "gcpcall.dev/v1alpha1", "kind": "ScheduledGcpCall",
-        "metadata": {"name": "policy-probe", "namespace": "default"},
-        "spec": {"schedule": "5 * * * *", "target": {"uri": "https://example.com/probe"}},
-    })
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        out = cp.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=probe,
-                         check=False)  # the new kinds may not be served for a moment yet
-        if out.returncode == 0 and "gcpcall.dev/finalizer" in (
-            json.loads(out.stdout)["metadata"].get("finalizers", [])
-        ):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the finalizer policy did not take effect within 60 s")
+    wait_for_admission(BIN / "kubectl", cp.kubeconfig)
 
 
 @contextmanager

@@ -31,6 +31,39 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "demo"
 
 
+_PROBES = (
+    {"kind": "ScheduledGcpCall",
+     "spec": {"schedule": "5 * * * *", "target": {"uri": "https://example.com/probe"}}},
+    {"kind": "GcpTask", "spec": {"queue": "probe", "target": {"uri": "https://example.com/p"}}},
+)
+
+
+def wait_for_admission(kubectl: str | Path, kubeconfig: str, within: float = 60.0) -> None:
+    """Until the API server applies admission/finalizer-policy.yaml to both our kinds.
+
+    For a few seconds after the policy is installed, the API server answers creates of
+    the new kinds with 503 "Resource kind ... not found", and a little before that it
+    creates them without the finalizer. A server-side dry run of each kind tells both.
+    Used by the demo, the benchmarks and the tests, which all install the policy.
+    """
+    deadline = time.monotonic() + within
+    for probe in _PROBES:
+        doc = json.dumps({"apiVersion": "gcpcall.dev/v1alpha1",
+                          "metadata": {"name": "probe", "namespace": "default"}, **probe})
+        while True:
+            out = subprocess.run([str(kubectl), "--kubeconfig", kubeconfig, "create",
+                                  "--dry-run=server", "-o", "json", "-f", "-"], input=doc,
+                                 capture_output=True, text=True, check=False)
+            if out.returncode == 0 and "gcpcall.dev/finalizer" in (
+                json.loads(out.stdout)["metadata"].get("finalizers") or []
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API server did not apply the finalizer policy to "
+                                   f"{probe['kind']} within {within:.0f} s: {out.stderr}")
+            time.sleep(0.2)
+
+
 def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -167,15 +200,8 @@ def main(argv: Sequence[str]) -> int:
 
         _say(f"kubectl apply -n {NAMESPACE} -f examples/")
         kubectl("create", "namespace", NAMESPACE)
-        # For a few seconds after the admission policy is installed, the API server answers
-        # creates of the new kinds with 503 (it has not mapped them yet); wait that out.
-        examples = ("-n", NAMESPACE, "-f", str(REPO / "examples"))
-        deadline = time.monotonic() + 60
-        while subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, "apply",
-                              "--dry-run=server", *examples], capture_output=True,
-                             check=False).returncode != 0 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        print(kubectl("apply", *examples), end="")
+        wait_for_admission(kubectl_bin, kubeconfig)
+        print(kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
         kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "sgc", "--all", "--timeout=60s")
 
         _say("kubectl annotate sgc scale-up-mig gcpcall.dev/run-requested-at=<now>  (run now)")

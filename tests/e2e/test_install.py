@@ -33,6 +33,7 @@ from tests.e2e.conftest import (
     sa_kubectl,
     sample_call,
 )
+from tests.e2e.test_chart_render import BASE_RULES, SA_GET, TOKEN
 from tests.integration.conftest import Emulator, Objects, Operator, condition, wait_for
 
 EXAMPLES = REPO / "examples"
@@ -271,23 +272,7 @@ def test_cluster_role_is_exactly_what_the_operator_uses_in_workload_identity_mod
 ) -> None:
     # each line is used by a story of this suite (kopf's scans and watches, the reconcile,
     # the status sync, events, namespace defaults, WorkloadIdentity, ConfigMap bodies)
-    assert granted(install) == {
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-        *{
-            ("gcpcall.dev", kind, verb)
-            for kind in ("scheduledgcpcalls", "gcptasks")
-            for verb in ("get", "list", "watch", "patch")
-        },
-        ("gcpcall.dev", "gcptasks", "delete"),
-        ("gcpcall.dev", "scheduledgcpcalls/status", "patch"),
-        ("gcpcall.dev", "gcptasks/status", "patch"),
-        ("", "events", "create"),
-        ("", "namespaces", "get"),
-        ("", "serviceaccounts", "get"),
-        ("", "serviceaccounts/token", "create"),
-        ("", "configmaps", "get"),
-    }
+    assert granted(install) == BASE_RULES | {SA_GET, TOKEN}
 
 
 ALLOWED = [
