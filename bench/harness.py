@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from gcpcall.demo import wait_for_admission
+from gcpcall.demo import process, wait_for_admission
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".bin"
@@ -39,23 +38,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.1)
     raise RuntimeError(f"timed out waiting for {what}")
-
-
-@contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None,
-            pipe: bool = False) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE if pipe else sink,
-                                stderr=sink, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
 
 
 @dataclass

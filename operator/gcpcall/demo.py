@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "process", "wait_for_admission"]
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "demo"
@@ -69,11 +69,13 @@ def _say(text: str) -> None:
 
 
 @contextmanager
-def _process(args: list[str], log: Path, env: dict[str, str] | None = None,
-             stdout: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], log: Path, env: dict[str, str] | None = None,
+            pipe: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process logging to `log` (stdout piped instead with `pipe`), stopped with
+    SIGTERM, then SIGKILL, on exit. The demo's and the benchmarks' stacks use it."""
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            args, env=env, stdout=stdout if stdout is not None else sink, stderr=sink,
+            args, env=env, stdout=subprocess.PIPE if pipe else sink, stderr=sink,
             start_new_session=True,
         )
         try:
@@ -149,9 +151,9 @@ def main(argv: Sequence[str]) -> int:
 
     with ExitStack() as stack:
         _say("starting the Kubernetes API server (kube-apiserver + etcd, on 127.0.0.1)")
-        cp = stack.enter_context(_process(
+        cp = stack.enter_context(process(
             [str(bin_dir / "controlplane"), "--dir", str(work / "cp")],
-            work / "controlplane.log", stdout=subprocess.PIPE))
+            work / "controlplane.log", pipe=True))
         assert cp.stdout is not None
         line = cp.stdout.readline().decode()
         if not line.startswith("KUBECONFIG="):
@@ -173,12 +175,12 @@ def main(argv: Sequence[str]) -> int:
         compute = ThreadingHTTPServer(("127.0.0.1", 0), _Compute)
         threading.Thread(target=compute.serve_forever, daemon=True).start()
         stack.callback(compute.shutdown)
-        emu = stack.enter_context(_process(
+        emu = stack.enter_context(process(
             [sys.executable, "-m", "gcpcall", "emulator", "--grpc-port", "0", "--http-port", "0",
              "--host-map", ",".join(f"{host}=http://127.0.0.1:{compute.server_address[1]}"
                                     for host in ("compute.googleapis.com",
                                                  "dataflow.googleapis.com"))],
-            work / "emulator.log", stdout=subprocess.PIPE))
+            work / "emulator.log", pipe=True))
         assert emu.stdout is not None
         ports = json.loads(emu.stdout.readline())
 
@@ -192,7 +194,7 @@ def main(argv: Sequence[str]) -> int:
             GCPCALL_GRPC_INSECURE="true", GCPCALL_RUN_SETTLE_SECONDS="1",
             PYTHONUNBUFFERED="1",
         )
-        stack.enter_context(_process(
+        stack.enter_context(process(
             [sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0", "--liveness", ""],
             work / "operator.log", env=env))
 

@@ -57,8 +57,7 @@ def ref_of(obj: dict[str, Any]) -> ObjectRef:
 
 
 def seen(obj: dict[str, Any]) -> Snapshot:
-    meta = obj["metadata"]
-    return Snapshot(tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp")))
+    return Snapshot.of(obj["metadata"])
 
 
 def finalizers(sgc: Objects, namespace: str, name: str) -> list[str]:

@@ -71,6 +71,17 @@ def ready(sgc: Objects, namespace: str, name: str, reason: str = "UpToDate") -> 
     return dict(wait_for(check, what=f"{name} Ready reason {reason}"))
 
 
+def events_of(sgc: Objects, namespace: str, name: str, *reasons: str) -> list[dict[str, Any]]:
+    """Wait until events of all these reasons exist (the operator posts events in the
+    background, paced), and return them."""
+    def found() -> list[dict[str, Any]]:
+        events = [e for e in events_for(sgc.api.api_client, namespace, name)
+                  if e["reason"] in reasons]
+        return events if set(reasons) <= {e["reason"] for e in events} else []
+
+    return list(wait_for(found, timeout=15, what=f"events {reasons} of {name}"))
+
+
 def test_apply_creates_job_with_every_field(
     sgc: Objects, namespace: str, emulator: Emulator
 ) -> None:
@@ -95,8 +106,7 @@ def test_apply_creates_job_with_every_field(
     assert job.retry_config.retry_count == 2
     assert job.attempt_deadline == datetime.timedelta(seconds=120)
     assert f"managed-by: gcpcall-operator {CLUSTER}/{namespace}/scale-up" in job.description
-    reasons = [e["reason"] for e in events_for(sgc.api.api_client, namespace, "scale-up")]
-    assert "Created" in reasons
+    assert events_of(sgc, namespace, "scale-up", "Created")
 
 
 
@@ -122,9 +132,7 @@ def test_spec_edit_updates_only_changed_fields_and_label_edit_writes_nothing(
     assert after.http_target == before.http_target
     assert after.retry_config == before.retry_config
     assert after.time_zone == before.time_zone
-    updated = [e for e in events_for(sgc.api.api_client, namespace, "edit-me")
-               if e["reason"] == "Updated"]
-    assert updated
+    updated = events_of(sgc, namespace, "edit-me", "Updated")
     assert "schedule" in updated[0]["message"]
     assert "time_zone" not in updated[0]["message"]
 
@@ -149,8 +157,7 @@ def test_pause_and_resume_follow_spec(sgc: Objects, namespace: str, emulator: Em
     sgc.patch(namespace, "pausable", {"spec": {"paused": False}})
     obj = ready(sgc, namespace, "pausable")
     assert obj["status"]["state"] == "ENABLED"
-    reasons = {e["reason"] for e in events_for(sgc.api.api_client, namespace, "pausable")}
-    assert {"Paused", "Resumed"} <= reasons
+    assert events_of(sgc, namespace, "pausable", "Paused", "Resumed")
 
 
 def test_run_now_annotation_runs_once_per_value(
@@ -240,9 +247,7 @@ def test_drift_is_corrected_with_an_event(
     client.update_job(job=job, update_mask={"paths": ["schedule"]})
     wait_for(lambda: client.get_job(name=name).schedule == "5 * * * *",
              what="the schedule restored")
-    drift = [e for e in events_for(sgc.api.api_client, namespace, "drifty")
-             if e["reason"] == "DriftCorrected"]
-    assert drift
+    drift = events_of(sgc, namespace, "drifty", "DriftCorrected")
     assert "schedule" in drift[0]["message"]
 
 

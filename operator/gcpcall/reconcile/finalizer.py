@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +48,18 @@ class Snapshot:
     finalizers: tuple[str, ...]
     deleting: bool
 
+    @classmethod
+    def of(cls, meta: Mapping[str, Any]) -> Snapshot:
+        """From an object's metadata."""
+        return cls(tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp")))
+
 
 async def _fresh(ref: ObjectRef, kube: KubeClient) -> Snapshot | None:
     doc = await kube.get(ref.path)
     meta: dict[str, Any] = (doc or {}).get("metadata") or {}
     if doc is None or (ref.uid and meta.get("uid") != ref.uid):
         return None
-    return Snapshot(tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp")))
+    return Snapshot.of(meta)
 
 
 def _same_object(ref: ObjectRef) -> list[dict[str, Any]]:

@@ -78,9 +78,7 @@ class ObjectView:
             status=body.get("status") or {},
             annotations=meta.get("annotations") or {},
             created=parse_time(stamp) if stamp else None,
-            seen=Snapshot(
-                tuple(meta.get("finalizers") or ()), bool(meta.get("deletionTimestamp"))
-            ),
+            seen=Snapshot.of(meta),
         )
 
     @property
