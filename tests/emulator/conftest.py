@@ -13,6 +13,8 @@ Fixtures:
 - `scheduler_client` / `scheduler_async_client`: official CloudScheduler clients.
 - `scheduler`: both of them in turn (parametrized), behind one async interface.
 - `tasks_client` / `tasks_async_client`: official CloudTasks clients, for the Tasks half.
+- `google`: a `tests.emulator.googleapis_client.GoogleClient` (aiohttp, applying the
+  emulator's host map) for the simulated Google APIs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import aiohttp
 import grpc
 import pytest
 from google.cloud import scheduler_v1, tasks_v2
@@ -39,6 +42,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (
 
 from gcpcall.emulator.core import TokenIssuer
 from gcpcall.emulator.server import Emulator
+from tests.emulator.googleapis_client import GoogleClient
 from tests.emulator.target import TargetServer
 
 T = TypeVar("T")
@@ -215,3 +219,9 @@ def scheduler(request: pytest.FixtureRequest, emulator: RunningEmulator) -> Sche
     if request.param == "sync":
         return SchedulerApi(request.getfixturevalue("scheduler_client"), is_async=False)
     return SchedulerApi(request.getfixturevalue("scheduler_async_client"), is_async=True)
+
+
+@pytest.fixture
+async def google(emulator: RunningEmulator) -> AsyncIterator[GoogleClient]:
+    async with aiohttp.ClientSession() as session:
+        yield GoogleClient(emulator, session)

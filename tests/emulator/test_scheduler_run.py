@@ -428,7 +428,8 @@ async def test_host_map_routes_a_google_host_to_a_local_server(
         "PUT", "/hostmap", {"host": "compute.googleapis.com", "base_url": target.url()}
     )
     assert status == 200
-    assert hosts["hosts"] == {"compute.googleapis.com": target.url().rstrip("/")}
+    # the entry replaces the default route to the emulator's Google APIs simulator
+    assert hosts["hosts"]["compute.googleapis.com"] == target.url().rstrip("/")
     uri = "https://compute.googleapis.com/compute/v1/projects/p/zones/z/instanceGroupManagers/m/resize?size=3"
     token = scheduler_v1.OAuthToken(service_account_email=SERVICE_ACCOUNT)
     created = await scheduler.create_job(

@@ -2,7 +2,8 @@
 
 Why: receivers verify the emulator's tokens exactly as they verify Google's, by fetching
 certs from a URL, so that URL must exist; and tests and the demo steer the emulator (clock,
-faults, host map) and read its call log over HTTP, from any process.
+faults, host map, dropped dispatch responses) and read its call log over HTTP, from any
+process.
 
 Google-compatible routes:
 - GET /oauth2/v3/certs (JWKS), GET /oauth2/v1/certs (kid -> PEM certificate),
@@ -23,6 +24,15 @@ Admin routes (JSON in and out, prefix /emulator/v1):
 - GET  /hostmap                     -> {"hosts": {host: base_url}}
 - PUT  /hostmap {"host", "base_url"} -> {"hosts": {...}}
 - DELETE /hostmap/{host}            -> {"hosts": {...}}
+- POST /dispatch/drop-responses {"count"?: 1, "host"?, "path_prefix"?, "code"?:
+       "DEADLINE_EXCEEDED" | "UNAVAILABLE"} -> {"rule": {...}, "rules": [...], "dropped": [...]}
+       (the next `count` Cloud Scheduler attempts / Cloud Tasks dispatches to that host and
+       path prefix reach their target, which answers, but the attempt is reported failed
+       without a response and retried per the job's or queue's retry policy)
+- GET  /dispatch/drop-responses     -> {"rules": [{"id", "remaining", "host", "path_prefix",
+                                        "code"}], "dropped": [{"rule", "method", "url",
+                                        "status", "code", "time"}]}
+- DELETE /dispatch/drop-responses   -> {"rules": [], "dropped": []}
 """
 
 from __future__ import annotations
@@ -153,6 +163,21 @@ def _add_identity_routes(app: web.Application, emulator: HostedEmulator) -> None
             return web.json_response({k: str(v) for k, v in claims.items()})
         return _invalid_token()
 
+    async def mint_id_token(request: web.Request) -> web.Response:
+        """POST /emulator/v1/tokens/id {"email", "audience", "lifetime_seconds"?,
+        "issued_seconds_ago"?, "email_verified"?} -> {"token"}: an ID token as Google would
+        sign it, for tests of token verification (expired ones included)."""
+        doc = await _json_body(request)
+        email, audience = doc.get("email"), doc.get("audience")
+        if not isinstance(email, str) or not isinstance(audience, str):
+            return _bad_request("email and audience are required strings")
+        token = tokens.id_token(
+            email, audience, int(doc.get("lifetime_seconds", 3600)),
+            issued_ago=int(doc.get("issued_seconds_ago", 0)),
+            email_verified=bool(doc.get("email_verified", True)))
+        return web.json_response({"token": token})
+
+    app.router.add_post("/emulator/v1/tokens/id", _refusing_bad_input(mint_id_token))
     app.router.add_get("/oauth2/v3/certs", jwks)
     app.router.add_get("/oauth2/v1/certs", pem_certs)
     app.router.add_get("/.well-known/openid-configuration", discovery)
@@ -249,6 +274,32 @@ def _add_admin_routes(app: web.Application, emulator: HostedEmulator) -> None:
         dispatcher.remove_host_route(request.match_info["host"])
         return web.json_response({"hosts": dispatcher.host_map()})
 
+    def drops_json() -> dict[str, Any]:
+        return {
+            "rules": [rule.to_json() for rule in dispatcher.drop_rules()],
+            "dropped": [drop.to_json() for drop in dispatcher.dropped()],
+        }
+
+    async def get_drops(request: web.Request) -> web.Response:
+        return web.json_response(drops_json())
+
+    async def add_drop(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        count = body.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise ValueError("count must be an integer")
+        host, prefix = body.get("host"), body.get("path_prefix")
+        if not isinstance(host, str | None) or not isinstance(prefix, str | None):
+            raise ValueError("host and path_prefix must be strings")
+        rule = dispatcher.drop_responses(
+            count, host=host, path_prefix=prefix, code=str(body.get("code", "DEADLINE_EXCEEDED"))
+        )
+        return web.json_response({"rule": rule.to_json(), **drops_json()})
+
+    async def clear_drops(request: web.Request) -> web.Response:
+        dispatcher.clear_drops()
+        return web.json_response(drops_json())
+
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/health", health),
         ("GET", "/clock", get_clock),
@@ -262,6 +313,9 @@ def _add_admin_routes(app: web.Application, emulator: HostedEmulator) -> None:
         ("GET", "/hostmap", get_hosts),
         ("PUT", "/hostmap", put_host),
         ("DELETE", "/hostmap/{host}", delete_host),
+        ("GET", "/dispatch/drop-responses", get_drops),
+        ("POST", "/dispatch/drop-responses", add_drop),
+        ("DELETE", "/dispatch/drop-responses", clear_drops),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, ADMIN_PREFIX + path, _refusing_bad_input(handler))

@@ -3,8 +3,8 @@
 Why: Cloud Scheduler and Cloud Tasks both run work at a time, send HTTP requests with
 Google-minted tokens, and must be testable without waiting for the wall clock or reaching
 Google. Both service halves take these pieces from one place, so a test that advances the
-clock, routes a Google host to a local server, injects faults or reads the call log
-affects both the same way.
+clock, routes a Google host to a local server, injects faults (RPC errors, or dropped
+responses of HTTP dispatches) or reads the call log affects both the same way.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 __all__ = [
+    "DEADLINE_EXCEEDED",
     "AccessTokenInfo",
     "CallLog",
     "CallRecord",
     "Clock",
     "Dispatcher",
+    "DropRule",
+    "DroppedResponse",
     "FaultInjector",
     "FaultRule",
     "HttpCall",
@@ -136,13 +139,78 @@ class HttpOutcome:
 
 
 DEADLINE_EXCEEDED = "deadline exceeded"
+CONNECTION_RESET = "connection reset before the response arrived (injected)"
+_DROP_CODES = {"DEADLINE_EXCEEDED": DEADLINE_EXCEEDED, "UNAVAILABLE": CONNECTION_RESET}
+_MAX_DROPPED_KEPT = 1_000
+
+
+@dataclass
+class DropRule:
+    """Drop the responses of the next `remaining` matching dispatches.
+
+    The request is really sent and the target really handles it; then the emulator
+    reports the attempt as failed without a response, as if the deadline had passed
+    before the answer (`code` DEADLINE_EXCEEDED: what Cloud Scheduler's attempt_deadline
+    and Cloud Tasks' dispatch_deadline document - "the request is cancelled and the
+    attempt is marked as a DEADLINE_EXCEEDED failure", and the worker may have processed
+    it) or as if the connection broke (`code` UNAVAILABLE). The job or queue then retries
+    per its retry policy, and nothing counts the lost answer as a response.
+    """
+
+    id: int
+    remaining: int
+    host: str | None  # the host the job or task addressed (before the host map)
+    path_prefix: str | None
+    code: str  # "DEADLINE_EXCEEDED" | "UNAVAILABLE"
+
+    def matches(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host_ok = self.host is None or (parts.hostname or "").lower() == self.host
+        return host_ok and (
+            self.path_prefix is None or (parts.path or "/").startswith(self.path_prefix)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "remaining": self.remaining,
+            "host": self.host,
+            "path_prefix": self.path_prefix,
+            "code": self.code,
+        }
+
+
+@dataclass(frozen=True)
+class DroppedResponse:
+    """A dispatch whose answer the emulator threw away."""
+
+    rule: int
+    method: str
+    url: str  # as the job or task addressed it
+    status: int  # what the target answered
+    code: str
+    time: datetime.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "method": self.method,
+            "url": self.url,
+            "status": self.status,
+            "code": self.code,
+            "time": self.time.isoformat(),
+        }
 
 
 class Dispatcher:
     """Sends HttpCalls; its host map routes `https://<host>/...` to a local server instead.
 
     The attempt deadline is measured on the emulator's clock when one is given, so a test
-    can make a hanging target time out by advancing the clock.
+    can make a hanging target time out by advancing the clock. Drop rules
+    (`drop_responses`) make matching attempts fail after the target has answered.
+
+    The only headers sent are the call's own (aiohttp adds no User-Agent and no
+    Content-Type), so each service decides them as its reference says.
     """
 
     def __init__(
@@ -151,9 +219,15 @@ class Dispatcher:
         *,
         clock: Clock | None = None,
     ) -> None:
-        self._host_map: dict[str, str] = dict(host_map or {})
+        self._host_map: dict[str, str] = {
+            host.lower(): url.rstrip("/") for host, url in (host_map or {}).items()
+        }
         self._clock = clock or Clock()
         self._session: aiohttp.ClientSession | None = None
+        self._drops: list[DropRule] = []
+        self._dropped: list[DroppedResponse] = []
+        self._drop_ids = 0
+        self._lock = threading.Lock()
 
     def set_host_route(self, host: str, base_url: str) -> None:
         """Route requests for `host` (e.g. "compute.googleapis.com") to `base_url`."""
@@ -178,6 +252,65 @@ class Dispatcher:
         path = target.path.rstrip("/") + (parts.path or "/")
         return urlunsplit((target.scheme, target.netloc, path, parts.query, ""))
 
+    # -- dropped responses ---------------------------------------------------------------
+
+    def drop_responses(
+        self,
+        count: int = 1,
+        *,
+        host: str | None = None,
+        path_prefix: str | None = None,
+        code: str = "DEADLINE_EXCEEDED",
+    ) -> DropRule:
+        """Drop the responses of the next `count` dispatches matching host / path prefix."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if code not in _DROP_CODES:
+            raise ValueError(f"code must be one of {', '.join(_DROP_CODES)}")
+        if path_prefix is not None and not path_prefix.startswith("/"):
+            raise ValueError("path_prefix must start with '/'")
+        with self._lock:
+            self._drop_ids += 1
+            rule = DropRule(
+                self._drop_ids, count, host.lower() if host else None, path_prefix, code
+            )
+            self._drops.append(rule)
+        return rule
+
+    def drop_rules(self) -> list[DropRule]:
+        """The rules with dispatches left to drop."""
+        with self._lock:
+            return [DropRule(**vars(rule)) for rule in self._drops]
+
+    def dropped(self) -> list[DroppedResponse]:
+        """The dispatches whose responses were dropped, oldest first."""
+        with self._lock:
+            return list(self._dropped)
+
+    def clear_drops(self) -> None:
+        """Remove every drop rule and forget the dropped dispatches."""
+        with self._lock:
+            self._drops.clear()
+            self._dropped.clear()
+
+    def _take_drop(self, call: HttpCall, status: int) -> DropRule | None:
+        with self._lock:
+            for rule in self._drops:
+                if rule.matches(call.url):
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        self._drops.remove(rule)
+                    self._dropped.append(
+                        DroppedResponse(
+                            rule.id, call.method, call.url, status, rule.code, self._clock.now()
+                        )
+                    )
+                    del self._dropped[:-_MAX_DROPPED_KEPT]
+                    return rule
+        return None
+
+    # -- sending -------------------------------------------------------------------------
+
     async def send(self, call: HttpCall) -> HttpOutcome:
         """Send one attempt; never raises for network trouble, it reports it."""
         request = asyncio.ensure_future(self._request(call))
@@ -190,7 +323,12 @@ class Dispatcher:
                 request.cancel()
         if request.cancelled() or not request.done():
             return HttpOutcome(status=None, body=b"", error=DEADLINE_EXCEEDED)
-        return request.result()
+        outcome = request.result()
+        if outcome.status is not None:
+            rule = self._take_drop(call, outcome.status)
+            if rule is not None:
+                return HttpOutcome(status=None, body=b"", error=_DROP_CODES[rule.code])
+        return outcome
 
     async def _request(self, call: HttpCall) -> HttpOutcome:
         session = self._ensure_session()
@@ -217,7 +355,7 @@ class Dispatcher:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                skip_auto_headers=("User-Agent", "Content-Type"),
             )
         return self._session
 
@@ -284,16 +422,18 @@ class TokenIssuer:
         digest = hashlib.sha256(email.lower().encode()).digest()
         return str(10**20 + int.from_bytes(digest[:8], "big"))
 
-    def id_token(self, email: str, audience: str, lifetime: int = 3600) -> str:
-        """An OIDC ID token for `email` with the given audience."""
-        issued = int(self._now())
+    def id_token(self, email: str, audience: str, lifetime: int = 3600, *,
+                 issued_ago: int = 0, email_verified: bool = True) -> str:
+        """An OIDC ID token for `email` with the given audience. `issued_ago` back-dates it
+        (a test's expired token: signed by the real key, but past its `exp`)."""
+        issued = int(self._now()) - issued_ago
         claims = {
             "iss": self.issuer,
             "aud": audience,
             "azp": self.subject_id(email),
             "sub": self.subject_id(email),
             "email": email,
-            "email_verified": True,
+            "email_verified": email_verified,
             "iat": issued,
             "exp": issued + lifetime,
         }

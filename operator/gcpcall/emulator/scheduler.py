@@ -5,7 +5,8 @@ answers as the real one does (codes, field semantics, state transitions) and rea
 jobs against HTTP targets, without a Google project. This module holds the jobs, serves
 the RPCs, and runs a loop that fires each enabled job at its next cron time on the
 emulator's clock. Rules and messages live in `scheduler_rules` and `scheduler_jobs`, the
-HTTP attempts in `scheduler_run`.
+HTTP attempts in `scheduler_run`; the admin routes (`scheduler_admin`) see this service
+through a protocol and are wired by `server`, so this module never imports them.
 
 With authentication on (`rpcauth`), CreateJob, and UpdateJob when it writes the HTTP
 target or changes its token service account, need `iam.serviceAccounts.actAs` on the
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from aiohttp import web
 from google.cloud import scheduler_v1
 from google.protobuf import empty_pb2
 
@@ -51,7 +51,7 @@ from gcpcall.emulator.scheduler_rules import (
 )
 from gcpcall.emulator.scheduler_run import Attempt, Execution
 
-__all__ = ["SERVICE_NAME", "SchedulerService", "add_admin_routes"]
+__all__ = ["SERVICE_NAME", "SchedulerService"]
 
 SERVICE_NAME = "google.cloud.scheduler.v1.CloudScheduler"
 MAX_PAGE_SIZE = 500
@@ -392,10 +392,3 @@ def _decode_page_token(token: str, parent: str) -> str:
     if token_parent != parent:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "page_token is for another parent")
     return last_name
-
-
-def add_admin_routes(app: web.Application, service: SchedulerService) -> None:
-    """Admin routes under /emulator/v1/scheduler/ (see `scheduler_admin`)."""
-    from gcpcall.emulator.scheduler_admin import add_routes
-
-    add_routes(app, service)

@@ -4,6 +4,11 @@ Why: the real API only shows a job's last attempt (`last_attempt_time`, `status`
 is all the operator uses; tests need the whole run history and a way to make a job's
 next scheduled run happen now instead of waiting for its cron time.
 
+How it is wired (the same for every service half): this module depends only on the small
+`SchedulerAdminView` protocol below, never on `gcpcall.emulator.scheduler`; the service
+module never imports its admin module; `gcpcall.emulator.server` hands the service to
+`add_routes`. So there is no import cycle to paper over.
+
 Routes (JSON in and out):
 - GET    /emulator/v1/scheduler/attempts[?job=NAME]  -> {"attempts": [Attempt...]}
 - DELETE /emulator/v1/scheduler/attempts             -> {} (forgets the history)
@@ -15,19 +20,31 @@ Routes (JSON in and out):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import datetime
+from typing import Any, Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from gcpcall.emulator.scheduler import SchedulerService
+from gcpcall.emulator.scheduler_run import Attempt
 
-__all__ = ["add_routes"]
+__all__ = ["PREFIX", "SchedulerAdminView", "add_routes"]
 
 PREFIX = "/emulator/v1/scheduler"
 
 
-def add_routes(app: web.Application, service: SchedulerService) -> None:
+class SchedulerAdminView(Protocol):
+    """What the admin routes need from the Cloud Scheduler half (`SchedulerService`)."""
+
+    def attempts(self, job: str | None = None) -> list[Attempt]: ...
+
+    def clear_attempts(self) -> None: ...
+
+    async def fire(
+        self, name: str, wait: bool = False
+    ) -> tuple[datetime.datetime, list[Attempt]]: ...
+
+
+def add_routes(app: web.Application, service: SchedulerAdminView) -> None:
     """Register the Scheduler admin routes on the emulator's HTTP app."""
 
     async def list_attempts(request: web.Request) -> web.Response:

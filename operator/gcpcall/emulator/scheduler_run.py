@@ -24,7 +24,7 @@ from gcpcall.emulator.scheduler_rules import (
     code_for_http_status,
 )
 
-__all__ = ["Attempt", "Execution", "build_call", "outcome_status"]
+__all__ = ["Attempt", "Execution", "build_call", "outcome_status", "schedule_time_header"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,18 @@ def build_call(
     tokens: TokenIssuer,
     deadline: float,
 ) -> HttpCall:
-    """The HTTP request Cloud Scheduler sends for one attempt of an http_target job."""
+    """The HTTP request Cloud Scheduler sends for one attempt of an http_target job.
+
+    HttpTarget.headers (google.cloud.scheduler.v1): the job's headers are sent, but "Host:
+    This will be computed by Cloud Scheduler and derived from uri", "Content-Length: This
+    will be computed", "User-Agent: This will be set to "Google-Cloud-Scheduler"",
+    "X-CloudScheduler: This header will be set to true", "X-CloudScheduler-JobName: This
+    header will contain the job name" (the short job id), "X-CloudScheduler-ScheduleTime:
+    For Cloud Scheduler jobs specified in the unix-cron format, this header will contain
+    the job schedule as an offset of UTC parsed according to RFC3339" (see
+    `schedule_time_header`); with a body and no Content-Type, "Content-Type: This will be
+    set to "application/octet-stream"". OAuth/OIDC tokens go into Authorization.
+    """
     target = job.http_target
     headers = {key: value for key, value in target.headers.items()}
     lowered = {key.lower() for key in headers}
@@ -71,8 +82,7 @@ def build_call(
     headers["User-Agent"] = "Google-Cloud-Scheduler"
     headers["X-CloudScheduler"] = "true"
     headers["X-CloudScheduler-JobName"] = job.name.rsplit("/", 1)[-1]
-    local = schedule_time.astimezone(zone).replace(microsecond=0)
-    headers["X-CloudScheduler-ScheduleTime"] = local.isoformat()
+    headers["X-CloudScheduler-ScheduleTime"] = schedule_time_header(schedule_time, zone)
     auth = target.WhichOneof("authorization_header")
     if auth == "oauth_token":
         scopes = (target.oauth_token.scope or DEFAULT_OAUTH_SCOPE).split()
@@ -89,6 +99,20 @@ def build_call(
         body=bytes(target.body),
         deadline_seconds=deadline,
     )
+
+
+def schedule_time_header(schedule_time: datetime.datetime, zone: zoneinfo.ZoneInfo) -> str:
+    """X-CloudScheduler-ScheduleTime: the run's time in the job's time zone, RFC 3339.
+
+    The current reference says "the job schedule as an offset of UTC parsed according to
+    RFC3339" (older versions said "RFC3339 UTC "Zulu" format"); Firebase's scheduler
+    tests feed "2023-04-13T12:00:00-07:00". So: whole seconds, the job's UTC offset, and
+    "Z" when that offset is zero (which satisfies both wordings). A scheduled run carries
+    its cron time; a RunJob (forced) run carries the time RunJob was called - the
+    reference does not say, and that is the only schedule such a run has.
+    """
+    text = schedule_time.astimezone(zone).replace(microsecond=0).isoformat()
+    return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
 
 
 def outcome_status(outcome: HttpOutcome) -> tuple[grpc.StatusCode, str]:

@@ -4,7 +4,11 @@ Why: tests start the emulator in-process on ephemeral ports, the demo and users 
 as `gcpcall-operator emulator`; both need the same assembly of the shared core (clock,
 dispatcher, token issuer, faults, call log), the Cloud Scheduler and Cloud Tasks halves
 (gRPC), and the HTTP routes: certs and tokeninfo, the identity services (IAM Credentials,
-STS, metadata server) and the admin API.
+STS, metadata server), the Google APIs simulator (`googleapis`) and the admin API.
+
+This module is also where each service meets its admin routes: the admin modules see
+their service through a protocol (or import it), services never import their admin
+modules, and `Emulator` passes one to the other.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import signal
@@ -24,19 +27,20 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from gcpcall.emulator import googleapis_admin, scheduler_admin, tasks_admin
 from gcpcall.emulator.admin import add_core_routes, parse_status_code
 from gcpcall.emulator.core import CallLog, Clock, Dispatcher, FaultInjector, TokenIssuer
+from gcpcall.emulator.googleapis import GoogleApis
 from gcpcall.emulator.identity_services import IdentityServices
 from gcpcall.emulator.rpcauth import RpcAuth
 from gcpcall.emulator.rpcauth import add_routes as add_auth_routes
 from gcpcall.emulator.scheduler import SchedulerService
-from gcpcall.emulator.scheduler import add_admin_routes as add_scheduler_routes
+from gcpcall.emulator.tasks import TasksService
 
 __all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "Emulator", "main", "parse_args"]
 
 DEFAULT_GRPC_PORT = 8123
 DEFAULT_HTTP_PORT = 8124
-_TASKS_MODULE = "gcpcall.emulator.tasks"
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Emulator:
         tokens: TokenIssuer | None = None,
         host: str = "127.0.0.1",
         require_auth: bool = False,
+        googleapis_routes: bool = True,
     ) -> None:
         self.host = host
         self.clock = Clock()
@@ -70,18 +75,19 @@ class Emulator:
         # bearer tokens on the Scheduler/Tasks RPCs, checked against the identity services
         self.auth = RpcAuth(self.identity.iam, required=require_auth)
         self.scheduler = SchedulerService(self)
-        self.tasks: Any = _tasks_service(self)
+        self.tasks = TasksService(self)
+        self.googleapis = GoogleApis(self)
+        self._googleapis_routes = googleapis_routes
         self.grpc_port = 0
         self.http_port = 0
         self.app = web.Application()
         add_core_routes(self.app, self)
-        add_scheduler_routes(self.app, self.scheduler)
+        scheduler_admin.add_routes(self.app, self.scheduler)
+        tasks_admin.add_routes(self.app, self.tasks)
         self.identity.add_routes(self.app)  # IAM Credentials, STS, metadata server
         add_auth_routes(self.app, self.auth)
-        if self.tasks is not None:
-            add_tasks_routes = getattr(sys.modules[_TASKS_MODULE], "add_admin_routes", None)
-            if add_tasks_routes is not None:
-                add_tasks_routes(self.app, self.tasks)
+        self.googleapis.add_routes(self.app)
+        googleapis_admin.add_routes(self.app, self.googleapis)
         self._grpc_server: Any = None
         self._http_runner: web.AppRunner | None = None
 
@@ -95,9 +101,9 @@ class Emulator:
         """Base URL of the HTTP routes, e.g. http://127.0.0.1:8124."""
         return f"http://{_url_host(self.host)}:{self.http_port}"
 
-    def services(self) -> list[Any]:
+    def services(self) -> list[SchedulerService | TasksService]:
         """The service halves running in this emulator."""
-        return [s for s in (self.scheduler, self.tasks) if s is not None]
+        return [self.scheduler, self.tasks]
 
     async def start(self, grpc_port: int = 0, http_port: int = 0) -> None:
         """Bind both servers (port 0 picks a free one) and start the service loops."""
@@ -114,6 +120,11 @@ class Emulator:
         await site.start()
         self._http_runner = runner
         self.http_port = _bound_port(runner, http_port)
+        if self._googleapis_routes:
+            routed = self.dispatcher.host_map()
+            for host, url in self.googleapis.host_routes(self.http_url).items():
+                if host not in routed:
+                    self.dispatcher.set_host_route(host, url)
         for service in self.services():
             await service.start()
 
@@ -143,18 +154,6 @@ class Emulator:
         await self.stop()
 
 
-def _tasks_service(core: Emulator) -> Any:
-    """The Cloud Tasks half, when its module is installed (it is written separately)."""
-    try:
-        module = importlib.import_module(_TASKS_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != _TASKS_MODULE:
-            raise
-        log.warning("Cloud Tasks is not emulated: %s is missing", _TASKS_MODULE)
-        return None
-    return module.TasksService(core)
-
-
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -170,7 +169,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line of `gcpcall-operator emulator`."""
     parser = argparse.ArgumentParser(
         prog="gcpcall-operator emulator",
-        description="Run the local Google Cloud emulator (Cloud Scheduler v1, Cloud Tasks v2).",
+        description="Run the local Google Cloud emulator (Cloud Scheduler v1, Cloud Tasks v2, "
+        "IAM Credentials, STS, and a Google APIs simulator).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="0: any")
@@ -199,11 +199,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="refuse Scheduler/Tasks RPCs without a valid bearer token (UNAUTHENTICATED) and "
         "enforce iam.serviceAccounts.actAs on the token service account of jobs and tasks",
     )
+    parser.add_argument(
+        "--googleapis-declare",
+        action="append",
+        default=[],
+        metavar="JSON|@FILE",
+        help="declare Google APIs simulator resources at start: a JSON document as POST "
+        "/emulator/v1/googleapis/declarations takes, inline or @file; repeatable",
+    )
+    parser.add_argument(
+        "--no-googleapis-routes",
+        dest="googleapis_routes",
+        action="store_false",
+        help="do not route compute/cloudbuild/dataflow.googleapis.com to the simulator",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(list(argv))
     try:
         args.faults = [_parse_fault(text) for text in args.fault]
         args.hosts = _parse_host_map(args.host_map)
+        args.declarations = [_parse_declarations(text) for text in args.googleapis_declare]
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -216,6 +231,24 @@ def _parse_fault(text: str) -> tuple[str, grpc.StatusCode, float, float]:
         raise ValueError(f"--fault {text!r}: expected METHOD=CODE:RATE[:LATENCY]")
     latency = float(parts[2]) if len(parts) == 3 else 0.0
     return method, parse_status_code(parts[0]), float(parts[1]), latency
+
+
+def _parse_declarations(text: str) -> dict[str, Any]:
+    """One --googleapis-declare value: inline JSON, or @path of a JSON file."""
+    source = text
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as file:
+                source = file.read()
+        except OSError as error:
+            raise ValueError(f"--googleapis-declare {text}: {error}") from error
+    try:
+        doc = json.loads(source)
+    except ValueError as error:
+        raise ValueError(f"--googleapis-declare {text!r}: not JSON: {error}") from error
+    if not isinstance(doc, dict):
+        raise ValueError(f"--googleapis-declare {text!r}: expected a JSON object")
+    return doc
 
 
 def _parse_host_map(values: Sequence[str]) -> dict[str, str]:
@@ -237,9 +270,15 @@ async def serve(args: argparse.Namespace) -> None:
         issuer=args.issuer,
         host=args.host,
         require_auth=args.require_auth,
+        googleapis_routes=args.googleapis_routes,
     )
     for method, code, rate, latency in args.faults:
         emulator.faults.set(method, code, rate, latency)
+    for doc in args.declarations:
+        try:
+            emulator.googleapis.declare(doc)
+        except ValueError as error:
+            raise SystemExit(f"gcpcall-operator emulator: --googleapis-declare: {error}") from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -4,7 +4,9 @@ Why: the operator's GcpTask code path, the demo and the conformance tests talk t
 Tasks through the official client library; this service answers them as Cloud Tasks does
 (codes, field semantics, defaults), registered as a generic gRPC handler over the message
 classes `google-cloud-tasks` ships, so no protoc step is needed. Request validation lives
-here; queues, dispatch and tombstones live in `tasks_engine`.
+here; queues, dispatch and tombstones live in `tasks_engine`. The admin routes
+(`tasks_admin`) see this service through a protocol and are wired by `server`, so this
+module never imports them.
 
 With authentication on (`rpcauth`), every RPC needs a bearer token, and CreateTask (and
 CreateQueue/UpdateQueue with a queue-level HTTP target) needs `iam.serviceAccounts.actAs`
@@ -23,7 +25,6 @@ from google.protobuf import empty_pb2, field_mask_pb2
 
 from gcpcall.emulator.iam import CLOUD_PLATFORM
 from gcpcall.emulator.rpcauth import AuthRefused
-from gcpcall.emulator.tasks_admin import add_admin_routes  # re-exported for the server
 from gcpcall.emulator.tasks_engine import TasksCore, TasksEngine, TasksSettings
 from gcpcall.emulator.tasks_model import (
     DEFAULT_DISPATCH_DEADLINE,
@@ -46,9 +47,9 @@ from gcpcall.emulator.tasks_model import (
     validate_retry_config,
     validate_update_mask,
 )
-from gcpcall.emulator.tasks_state import QueuePb, QueueRecord, TaskRecord, micros
+from gcpcall.emulator.tasks_state import QueuePb, QueueRecord, TaskHistory, TaskRecord, micros
 
-__all__ = ["SERVICE_NAME", "TasksService", "TasksSettings", "add_admin_routes"]
+__all__ = ["SERVICE_NAME", "TasksService", "TasksSettings"]
 
 SERVICE_NAME = "google.cloud.tasks.v2.CloudTasks"
 
@@ -116,6 +117,18 @@ class TasksService:
     def settings(self) -> TasksSettings:
         """Tombstone windows; changes apply at once (also to names already refused)."""
         return self.engine.settings
+
+    def history(self, name: str) -> TaskHistory | None:
+        """Every attempt of a task, also after it is gone (None if never seen)."""
+        return self.engine.history(name)
+
+    def histories(self, queue_name: str | None = None) -> list[TaskHistory]:
+        """All remembered task histories, oldest first, optionally of one queue."""
+        return self.engine.histories(queue_name)
+
+    def make_due(self, queue_name: str | None = None, task_name: str | None = None) -> int:
+        """Make matching live tasks due now (admin); returns how many matched."""
+        return self.engine.make_due(queue_name=queue_name, task_name=task_name)
 
     async def start(self) -> None:
         """Start the dispatch loop (call on the event loop the gRPC server runs on)."""

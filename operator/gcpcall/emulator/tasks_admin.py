@@ -5,24 +5,42 @@ the first and last attempt while it lives - but tests must check every attempt (
 timing, status codes) and must not wait out real backoffs or tombstone windows. These
 routes, under the emulator's admin prefix `/emulator/v1/`, expose what the emulator
 remembers and the knobs a test needs; nothing in Cloud Tasks' own API changes.
+
+How it is wired (the same for every service half): this module depends only on the small
+`TasksAdminView` protocol below, never on `gcpcall.emulator.tasks`; the service module
+never imports its admin module; `gcpcall.emulator.server` hands the service to
+`add_routes`. So there is no import cycle to paper over.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from gcpcall.emulator.tasks import TasksService
+from gcpcall.emulator.tasks_engine import TasksSettings
+from gcpcall.emulator.tasks_state import TaskHistory
 
-__all__ = ["add_admin_routes"]
+__all__ = ["PREFIX", "TasksAdminView", "add_routes"]
 
 PREFIX = "/emulator/v1/tasks"
 
 
-def add_admin_routes(app: web.Application, service: TasksService) -> None:
+class TasksAdminView(Protocol):
+    """What the admin routes need from the Cloud Tasks half (`TasksService`)."""
+
+    @property
+    def settings(self) -> TasksSettings: ...
+
+    def history(self, name: str) -> TaskHistory | None: ...
+
+    def histories(self, queue_name: str | None = None) -> list[TaskHistory]: ...
+
+    def make_due(self, queue_name: str | None = None, task_name: str | None = None) -> int: ...
+
+
+def add_routes(app: web.Application, service: TasksAdminView) -> None:
     """Add the Tasks half's admin routes to the emulator's HTTP app.
 
     GET  /emulator/v1/tasks/attempts?task=NAME -> one task's history (404 if never seen)
@@ -32,17 +50,16 @@ def add_admin_routes(app: web.Application, service: TasksService) -> None:
     GET  /emulator/v1/tasks/settings -> {"task_tombstone_seconds": s, "queue_tombstone_seconds": s}
     POST /emulator/v1/tasks/settings with either key -> the new settings
     """
-    engine = service.engine
 
     async def attempts(request: web.Request) -> web.Response:
         task = request.query.get("task")
         if task is not None:
-            history = engine.history(task)
+            history = service.history(task)
             if history is None:
                 return _json({"error": f"no task {task} was ever created"}, status=404)
             return _json(history.to_json())
         queue = request.query.get("queue")
-        return _json({"tasks": [h.to_json() for h in engine.histories(queue)]})
+        return _json({"tasks": [h.to_json() for h in service.histories(queue)]})
 
     async def due(request: web.Request) -> web.Response:
         body = await _body(request)
@@ -51,7 +68,7 @@ def add_admin_routes(app: web.Application, service: TasksService) -> None:
             return _json({"error": '"queue" and "task" must be names'}, status=400)
         if queue is None and task is None:
             return _json({"error": 'name a "queue" or a "task"'}, status=400)
-        return _json({"count": engine.make_due(queue_name=queue, task_name=task)})
+        return _json({"count": service.make_due(queue_name=queue, task_name=task)})
 
     async def get_settings(request: web.Request) -> web.Response:
         return _json(_settings(service))
@@ -81,7 +98,7 @@ _SETTINGS = {
 }
 
 
-def _settings(service: TasksService) -> dict[str, float]:
+def _settings(service: TasksAdminView) -> dict[str, float]:
     return {key: float(getattr(service.settings, attr)) for key, attr in _SETTINGS.items()}
 
 

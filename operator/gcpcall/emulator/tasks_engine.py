@@ -45,7 +45,7 @@ from gcpcall.emulator.tasks_state import (
     micros,
 )
 
-__all__ = ["TasksCore", "TasksEngine", "TasksSettings"]
+__all__ = ["TasksCore", "TasksEngine", "TasksSettings", "task_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -373,9 +373,12 @@ class TasksEngine:
         self.poke()
         if queue.tasks.get(str(task.name)) is not task:
             return  # deleted, purged or finished meanwhile: only the history keeps this
+        # X-CloudTasks-TaskPreviousResponse: "The HTTP response code from the previous
+        # retry" - none when the previous attempt got no response (deadline, connection).
+        task.previous_response = outcome.status
+        task.previous_reason = attempt.status_message()
         if outcome.status is not None:
             task.response_count += 1
-            task.previous_response = outcome.status
             if outcome.status < 500:
                 task.execution_count += 1
         if attempt.code == grpc.StatusCode.OK:
@@ -403,14 +406,7 @@ class TasksEngine:
             if auth is not None and lower == "authorization":
                 continue
             headers[key] = value
-        headers["User-Agent"] = USER_AGENT
-        headers["X-CloudTasks-QueueName"] = queue.name.queue_id
-        headers["X-CloudTasks-TaskName"] = task.name.task_id
-        headers["X-CloudTasks-TaskRetryCount"] = str(task.dispatch_count)
-        headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
-        headers["X-CloudTasks-TaskETA"] = f"{task.schedule_time:.6f}"
-        if task.previous_response is not None:
-            headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response)
+        headers.update(task_headers(queue, task))
         if auth == "oidc_token":
             token = request.oidc_token
             audience = token.audience or request.url
@@ -441,6 +437,46 @@ class TasksEngine:
         for tombstones, window in windows:
             for name in [n for n, gone in tombstones.items() if gone + window <= now]:
                 del tombstones[name]
+
+
+def task_headers(queue: QueueRecord, task: TaskRecord) -> dict[str, str]:
+    """The headers Cloud Tasks adds to a dispatch, as "Creating HTTP Target tasks" and the
+    HttpRequest reference describe them (values for the attempt about to be sent):
+
+    - User-Agent: "This will be set to "Google-Cloud-Tasks"" (Content-Type: "won't be set
+      by Cloud Tasks"; the task's own is sent, else none);
+    - X-CloudTasks-QueueName: "The name of the queue" (the short queue id);
+    - X-CloudTasks-TaskName: "The "short" name of the task, or, if no name was specified
+      at creation, a unique system-generated id";
+    - X-CloudTasks-TaskRetryCount: "The number of times this task has been retried. For
+      the first attempt, this value is 0. This number includes attempts where the task
+      failed due to 5XX error codes and never reached the execution phase" (= the
+      attempts made before this one);
+    - X-CloudTasks-TaskExecutionCount: "The total number of times that the task has
+      received a response from the handler ... does not include failures due to 5XX
+      error codes" (responses other than 5xx; no response counts nothing);
+    - X-CloudTasks-TaskETA: "The schedule time of the task, specified in seconds since
+      January 1st 1970" (microseconds after the point, as schedule_time has them);
+    - X-CloudTasks-TaskPreviousResponse: "The HTTP response code from the previous
+      retry" (only on a retry whose previous attempt got a response);
+    - X-CloudTasks-TaskRetryReason: "The reason for retrying the task" (only on retries).
+      Its values are not documented; the emulator sends the previous attempt's
+      response_status message, e.g. "UNAVAILABLE(14): HTTP status code 503".
+    """
+    headers = {
+        "User-Agent": USER_AGENT,
+        "X-CloudTasks-QueueName": queue.name.queue_id,
+        "X-CloudTasks-TaskName": task.name.task_id,
+        "X-CloudTasks-TaskRetryCount": str(task.dispatch_count),
+        "X-CloudTasks-TaskExecutionCount": str(task.execution_count),
+        "X-CloudTasks-TaskETA": f"{task.schedule_time:.6f}",
+    }
+    if task.dispatch_count:
+        if task.previous_response is not None:
+            headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response)
+        if task.previous_reason:
+            headers["X-CloudTasks-TaskRetryReason"] = task.previous_reason
+    return headers
 
 
 def _earliest(current: float | None, candidate: float) -> float:

@@ -127,7 +127,10 @@ class TaskRecord:
     response_count: int = 0
     # Responses other than 5xx, for X-CloudTasks-TaskExecutionCount.
     execution_count: int = 0
+    # The previous attempt's HTTP status (None: no response) and response_status message,
+    # for X-CloudTasks-TaskPreviousResponse and X-CloudTasks-TaskRetryReason.
     previous_response: int | None = None
+    previous_reason: str | None = None
     first_attempt: AttemptRecord | None = None
     last_attempt: AttemptRecord | None = None
     in_flight: int = 0
