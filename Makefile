@@ -5,6 +5,14 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := .bin
+# uv writes the lock (uv.lock, exported with hashes to requirements.txt for the image and
+# requirements-dev.txt for .venv) and installs it. uv rather than pip-tools: it resolves one
+# lock for every Python >= 3.11 and platform (pip-compile locks only for the interpreter it
+# runs on), installs it exactly (`uv pip sync` also removes what the lock lacks) and takes
+# seconds. Pinned here and in pyproject.toml's [tool.uv] required-version (the unit tests
+# check both agree); it lives in its own venv under .bin/, like helm, not in .venv.
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv-$(UV_VERSION)/bin/uv
 K8S_VERSION := v1.36.3
 K8S_MINOR := 36
 HELM_VERSION := v3.22.0
@@ -25,17 +33,35 @@ CP_LDFLAGS := -s -w \
   -X k8s.io/client-go/pkg/version.gitMajor=1 \
   -X k8s.io/client-go/pkg/version.gitMinor=$(K8S_MINOR)
 
-.PHONY: all venv controlplane tools lint test test-unit demo bench clean
+.PHONY: all venv lock controlplane tools lint test test-unit demo bench clean
 
 all: venv controlplane
 
-$(VENV)/.installed: pyproject.toml
+# A new UV_VERSION is a new path, so bumping it installs that uv.
+$(UV):
+	$(PY) -m venv $(BIN)/uv-$(UV_VERSION)
+	$(BIN)/uv-$(UV_VERSION)/bin/pip install -q uv==$(UV_VERSION)
+
+# Exactly the lock (runtime + dev, every file hash-checked, nothing else resolved), then the
+# project itself, editable and without dependencies. Refuses a lock that pyproject.toml has
+# moved past. Rebuilt whenever the lock or the exported requirements change.
+$(VENV)/.installed: pyproject.toml uv.lock requirements.txt requirements-dev.txt | $(UV)
+	@$(UV) lock -q --check --offline --python $(PY) || \
+	  { echo "uv.lock does not match pyproject.toml: run 'make lock'" >&2; exit 1; }
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(UV) pip sync -q --python $(VENV)/bin/python --require-hashes requirements-dev.txt
+	$(UV) pip install -q --python $(VENV)/bin/python --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Re-resolve uv.lock from pyproject.toml (keeping every pin that still fits; pass
+# LOCK_FLAGS=--upgrade to move everything to the newest allowed) and export it with hashes:
+# requirements.txt is the runtime set the image installs, requirements-dev.txt adds [dev].
+lock: | $(UV)
+	$(UV) lock --python $(PY) $(LOCK_FLAGS)
+	$(UV) export -q --frozen --hashes --no-emit-project -o requirements.txt
+	$(UV) export -q --frozen --hashes --no-emit-project --extra dev -o requirements-dev.txt
 
 # The real kube-apiserver + etcd in one binary, and a kubectl of the same version
 # (a symlink: the binary acts as kubectl when called so). Slow once; Go's cache after that.
