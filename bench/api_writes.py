@@ -70,10 +70,11 @@ async def _measure(s: Stack, n: int) -> dict[str, float]:
         await each("json patch: add the finalizer", lambda i: kube.patch_json(refs[i], [
             {"op": "test", "path": "/metadata/finalizers", "value": None},
             {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]))
-        await each("merge patch: an annotation", lambda i: kube.patch_metadata(
-            refs[i], {"annotations": {"example.com/x": "y"}}))
+        await each("merge patch: an annotation", lambda i: kube.request(
+            "PATCH", refs[i].path, body={"metadata": {"annotations": {"example.com/x": "y"}}},
+            content_type="application/merge-patch+json"))
         await each("merge patch: status", lambda i: kube.patch_status(refs[i], {"phase": "Queued"}))
-        await each("GET", lambda i: kube.get(refs[i].path))
+        await each("GET", lambda i: kube.get_object(refs[i]))
     finally:
         await kube.close()
     return out

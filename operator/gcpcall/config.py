@@ -34,7 +34,9 @@ class Endpoints:
     grpc_insecure: bool = False  # plaintext gRPC (emulator only)
     sts: str = "https://sts.googleapis.com/v1/token"
     iam_credentials: str = "https://iamcredentials.googleapis.com"
-    oidc_certs: str = "https://www.googleapis.com/oauth2/v3/certs"
+    # Google's OIDC signing certificates (PEM, by key id): what the relay verifies ID tokens
+    # of Cloud Scheduler and Cloud Tasks against.
+    oidc_certs: str = "https://www.googleapis.com/oauth2/v1/certs"
     metadata_host: str | None = None  # GCE metadata server host:port; None = the default
     # Routes https://<host>/... to another base URL, e.g. {"compute.googleapis.com": "http://127.0.0.1:8089"}
     host_map: Mapping[str, str] = field(default_factory=dict)
@@ -55,9 +57,11 @@ class Settings:
     cluster_url: str | None = None
     sts_audience: str | None = None  # a Workload Identity Federation provider, outside GKE
     impersonation_delegates: tuple[str, ...] = ()
-    relay_url: str | None = None
+    relay_url: str | None = None  # the relay's public https URL (delivery: Relay)
+    relay_port: int = 8443  # where the relay listens; 0: no relay in this process
+    relay_address: str = "0.0.0.0"  # noqa: S104 - a pod's port, behind the Service
+    oidc_issuer: str = "https://accounts.google.com"  # `iss` of the tokens the relay accepts
     drift_check_seconds: float = 600.0  # slow cadence for idle objects
-    sync_period_seconds: float = 60.0  # upper bound between syncs of a group with due runs
     run_settle_seconds: float = 2.0  # how long after a due run the sync lists
     events_per_second: float = 25.0  # the pace of Event posts (bursts of 100)
     endpoints: Endpoints = field(default_factory=Endpoints)
@@ -100,8 +104,10 @@ class Settings:
             sts_audience=opt("GCPCALL_STS_AUDIENCE"),
             impersonation_delegates=delegates,
             relay_url=opt("GCPCALL_RELAY_URL"),
+            relay_port=int(opt("GCPCALL_RELAY_PORT") or 8443),
+            relay_address=opt("GCPCALL_RELAY_ADDRESS") or "0.0.0.0",  # noqa: S104
+            oidc_issuer=opt("GCPCALL_OIDC_ISSUER") or "https://accounts.google.com",
             drift_check_seconds=float(opt("GCPCALL_DRIFT_CHECK_SECONDS") or 600),
-            sync_period_seconds=float(opt("GCPCALL_SYNC_PERIOD_SECONDS") or 60),
             run_settle_seconds=float(opt("GCPCALL_RUN_SETTLE_SECONDS") or 2),
             events_per_second=float(opt("GCPCALL_EVENTS_PER_SECOND") or 25),
             endpoints=endpoints,

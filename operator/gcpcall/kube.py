@@ -187,7 +187,7 @@ class KubeClient:
                 raise KubeError(resp.status, reason or resp.reason or "", message)
             return cast(dict[str, Any], doc)
 
-    async def get(self, path: str) -> dict[str, Any] | None:
+    async def _get(self, path: str) -> dict[str, Any] | None:
         """GET, with None for 404."""
         try:
             return await self.request("GET", path)
@@ -196,17 +196,27 @@ class KubeClient:
                 return None
             raise
 
+    async def get_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """One of our objects by name (whatever its uid now is); None when absent."""
+        return await self._get(ref.path)
+
+    async def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of one of our kinds (in `namespace`, or cluster-wide)."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        doc = await self.request("GET", f"/apis/{GROUP}/{VERSION}{where}/{plural}")
+        return list(doc.get("items") or [])
+
     async def get_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
+        return await self._get(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
 
     async def get_namespace(self, name: str) -> dict[str, Any] | None:
-        return await self.get(f"/api/v1/namespaces/{name}")
+        return await self._get(f"/api/v1/namespaces/{name}")
 
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        return await self._get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return await self._get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
 
     async def create_token(
         self, namespace: str, name: str, audiences: list[str], seconds: int
@@ -224,22 +234,22 @@ class KubeClient:
         status = doc.get("status", {})
         return str(status.get("token", "")), str(status.get("expirationTimestamp", ""))
 
-    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, ref: ObjectRef, status: Mapping[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
         """Merge-patch the status subresource (lists such as conditions are replaced whole).
 
         The uid precondition makes a patch for a deleted-and-recreated object fail (409)
-        instead of landing on the new object.
+        instead of landing on the new object; `resource_version`, when given, makes it
+        fail (409) if anyone wrote the object since that version.
         """
+        meta: dict[str, Any] = {"uid": ref.uid}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
         return await self.request(
             "PATCH",
             ref.path + "/status",
-            body={"metadata": {"uid": ref.uid}, "status": dict(status)},
-            content_type="application/merge-patch+json",
-        )
-
-    async def patch_metadata(self, ref: ObjectRef, metadata: Mapping[str, Any]) -> None:
-        await self.request(
-            "PATCH", ref.path, body={"metadata": dict(metadata)},
+            body={"metadata": meta, "status": dict(status)},
             content_type="application/merge-patch+json",
         )
 
@@ -247,9 +257,21 @@ class KubeClient:
         """A JSON patch (RFC 6902) of the object: `test` operations make it conditional."""
         await self.request("PATCH", ref.path, body=ops, content_type="application/json-patch+json")
 
-    async def delete(self, path: str) -> None:
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        """Delete this object (this uid only: a new object of the same name is spared).
+        False when it was already gone or is another object by now."""
         try:
-            await self.request("DELETE", path)
+            await self.request(
+                "DELETE", ref.path,
+                body={"kind": "DeleteOptions", "apiVersion": "v1",
+                      "preconditions": {"uid": ref.uid}},
+            )
         except KubeError as e:
-            if e.status != 404:
-                raise
+            if e.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        """Post a core/v1 Event."""
+        await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=dict(event))

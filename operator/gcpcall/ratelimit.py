@@ -1,8 +1,9 @@
-"""Per-project rate limits, so the operator stays under Google's quotas at any object count.
+"""Token buckets: Google's per-project quotas, and the pace of anything else we send.
 
 Why: Cloud Scheduler allows 500 writes and 1,250 reads a minute per project; a create storm
 of 1,000 objects or a restart would otherwise hit RESOURCE_EXHAUSTED and turn into a retry
-storm. A token bucket per (project, kind of call) spreads the calls out instead.
+storm. A token bucket per (project, kind of call) spreads the calls out instead. Events and
+relay polls are paced by the same bucket, so it sits below every layer that uses it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,16 @@
 // The same binary is also a kubectl of the same version: invoked as "kubectl" (a symlink)
 // or as "controlplane kubectl ...", it runs kubectl's own command tree.
 //
-// Usage: controlplane [--dir DIR] [--port N] [-- extra kube-apiserver flags]
-// Prints "KUBECONFIG=<path>" on stdout once /readyz answers; SIGTERM/SIGINT stop it cleanly.
+// Usage: controlplane [--dir DIR] [--port N] [--shutdown-timeout D] [-- extra kube-apiserver flags]
+// Prints "KUBECONFIG=<path>" on stdout once /readyz answers; SIGTERM/SIGINT stop it within a
+// few seconds, open watches included.
+//
+// With --dir, everything that makes the cluster what it is lives in DIR and is reused when
+// present: etcd's data, the CA (and its key), the serving certificate, the ServiceAccount
+// signing key, the admin token and the ports (the API server's and etcd's). Only what is
+// missing is generated. So a restart on the same DIR comes back as the same cluster, on the
+// same port, and a client holding the old kubeconfig (or a ServiceAccount token, whose issuer
+// is the server URL) keeps working. Without --dir, a temp dir is used and removed on exit.
 package main
 
 import (
@@ -32,8 +40,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -81,8 +92,10 @@ type info struct {
 }
 
 func runControlPlane() error {
-	dir := flag.String("dir", "", "working directory (default: a new temp dir, removed on exit)")
-	port := flag.Int("port", 0, "kube-apiserver secure port (0: pick a free one)")
+	dir := flag.String("dir", "", "working directory, reused when it exists (default: a new temp dir, removed on exit)")
+	port := flag.Int("port", 0, "kube-apiserver secure port (0: the one saved in --dir, else a free one)")
+	shutdownTimeout := flag.Duration("shutdown-timeout", 15*time.Second,
+		"after SIGTERM/SIGINT, give up waiting for kube-apiserver and etcd to stop after this long (exit 1)")
 	flag.Parse()
 
 	workDir := *dir
@@ -97,36 +110,33 @@ func runControlPlane() error {
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return err
 	}
-
-	apiPort := *port
-	if apiPort == 0 {
-		p, err := freePort()
-		if err != nil {
-			return err
-		}
-		apiPort = p
-	}
-	etcdClientPort, err := freePort()
-	if err != nil {
+	// info.json is written again when this run is ready; a stale one would mislead readers.
+	if err := os.Remove(filepath.Join(workDir, "info.json")); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	etcdPeerPort, err := freePort()
+
+	ports, err := choosePorts(workDir, *port)
 	if err != nil {
 		return err
 	}
 
-	etcd, etcdURL, err := startEtcd(filepath.Join(workDir, "etcd"), etcdClientPort, etcdPeerPort)
+	etcd, etcdURL, err := startEtcd(filepath.Join(workDir, "etcd"), ports.EtcdClient, ports.EtcdPeer)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	defer etcd.Close()
+	etcdStopped := false
+	defer func() {
+		if !etcdStopped {
+			etcd.Close()
+		}
+	}()
 
-	pki, err := writePKI(workDir)
+	pki, err := loadOrWritePKI(workDir)
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
 
-	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	server := fmt.Sprintf("https://127.0.0.1:%d", ports.API)
 	kubeconfig := filepath.Join(workDir, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig, server, pki.caPEM, pki.token); err != nil {
 		return err
@@ -136,7 +146,7 @@ func runControlPlane() error {
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", apiPort),
+		fmt.Sprintf("--secure-port=%d", ports.API),
 		"--cert-dir=" + filepath.Join(workDir, "certs"),
 		"--tls-cert-file=" + pki.servingCert,
 		"--tls-private-key-file=" + pki.servingKey,
@@ -150,6 +160,13 @@ func runControlPlane() error {
 		"--authorization-mode=RBAC",
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
+		// A test server has no load balancer to drain: stop quickly. Without these the HTTP
+		// server's Shutdown waits up to --request-timeout (60 s) for every open watch.
+		// send-retry-after bounds that Shutdown to 2 s (after in-flight non-watch requests
+		// drain), and the watch grace period ends open watches actively when shutdown begins.
+		"--shutdown-delay-duration=0s",
+		"--shutdown-send-retry-after=true",
+		"--shutdown-watch-termination-grace-period=1s",
 		"-v=0",
 	}
 	args = append(args, flag.Args()...)
@@ -159,10 +176,117 @@ func runControlPlane() error {
 		Issuer: server, EtcdURL: etcdURL,
 	}, workDir)
 
+	// kube-apiserver installs its own SIGTERM/SIGINT handler (its context is cancelled on the
+	// first signal, a second one exits at once); this one only starts our deadline.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+
 	cmd := apiserverapp.NewAPIServerCommand()
 	cmd.SetArgs(args)
-	// Returns when the signal context (SIGTERM/SIGINT) is cancelled and shutdown is done.
-	return cmd.Execute()
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- cmd.Execute() }()
+
+	var apiErr error
+	select {
+	case apiErr = <-apiDone:
+		// Stopped without a signal: a startup error, or a real failure.
+		if apiErr == nil {
+			apiErr = fmt.Errorf("kube-apiserver stopped unexpectedly")
+		}
+	case <-signals:
+		deadline := time.NewTimer(*shutdownTimeout)
+		defer deadline.Stop()
+		select {
+		case apiErr = <-apiDone:
+		case <-deadline.C:
+			return fmt.Errorf("kube-apiserver did not stop within %s of the signal", *shutdownTimeout)
+		}
+	}
+	if apiErr != nil {
+		return apiErr
+	}
+
+	// kube-apiserver has stopped; now etcd (its Close waits for its own in-flight requests).
+	etcdStopped = true
+	closed := make(chan struct{})
+	go func() { etcd.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(*shutdownTimeout):
+		return fmt.Errorf("etcd did not stop within %s", *shutdownTimeout)
+	}
+	return nil
+}
+
+// portsFile records the ports of a --dir's cluster, so a restart comes back on them.
+const portsFile = "ports.json"
+
+type savedPorts struct {
+	API        int `json:"api"`
+	EtcdClient int `json:"etcdClient"`
+	EtcdPeer   int `json:"etcdPeer"`
+}
+
+// choosePorts returns the ports for this run: the API port from --port, else the one saved in
+// dir (an error if it is taken: the kubeconfig and the ServiceAccount issuer name it), else a
+// free one; etcd's saved ports when still free (clients never see them), else free ones.
+func choosePorts(dir string, flagPort int) (savedPorts, error) {
+	var saved savedPorts
+	path := filepath.Join(dir, portsFile)
+	if data, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(data, &saved); err != nil {
+			return saved, fmt.Errorf("%s: %w", path, err)
+		}
+	} else if !os.IsNotExist(err) {
+		return saved, err
+	}
+	p := savedPorts{API: flagPort}
+	if p.API == 0 && saved.API != 0 {
+		if !portFree(saved.API) {
+			return p, fmt.Errorf("port %d (saved in %s) is in use; pass --port to choose another", saved.API, path)
+		}
+		p.API = saved.API
+	}
+	taken := map[int]bool{p.API: true}
+	pick := func(prev int) (int, error) {
+		if prev != 0 && !taken[prev] && portFree(prev) {
+			taken[prev] = true
+			return prev, nil
+		}
+		for {
+			n, err := freePort()
+			if err != nil {
+				return 0, err
+			}
+			if !taken[n] {
+				taken[n] = true
+				return n, nil
+			}
+		}
+	}
+	var err error
+	if p.API == 0 {
+		if p.API, err = pick(0); err != nil {
+			return p, err
+		}
+	}
+	if p.EtcdClient, err = pick(saved.EtcdClient); err != nil {
+		return p, err
+	}
+	if p.EtcdPeer, err = pick(saved.EtcdPeer); err != nil {
+		return p, err
+	}
+	data, _ := json.MarshalIndent(p, "", "  ")
+	return p, os.WriteFile(path, append(data, '\n'), 0o600)
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 func freePort() (int, error) {
@@ -203,83 +327,190 @@ type pkiFiles struct {
 	caPEM                                                    []byte
 }
 
-func writePKI(dir string) (*pkiFiles, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "gcpcall-test-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	tok := make([]byte, 24)
-	if _, err := rand.Read(tok); err != nil {
-		return nil, err
-	}
-
+// loadOrWritePKI reuses the CA, serving certificate, ServiceAccount key and admin token found
+// in dir and generates only what is missing (a new CA means a new serving certificate).
+func loadOrWritePKI(dir string) (*pkiFiles, error) {
 	p := &pkiFiles{
 		caFile:      filepath.Join(dir, "ca.crt"),
 		servingCert: filepath.Join(dir, "apiserver.crt"),
 		servingKey:  filepath.Join(dir, "apiserver.key"),
 		saKey:       filepath.Join(dir, "sa.key"),
 		tokenFile:   filepath.Join(dir, "tokens.csv"),
-		token:       hex.EncodeToString(tok),
 	}
-	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	srvKeyDER, err := x509.MarshalECPrivateKey(srvKey)
+	caKeyFile := filepath.Join(dir, "ca.key")
+	now := time.Now()
+
+	caCert, caKey, err := loadCA(p.caFile, caKeyFile)
 	if err != nil {
 		return nil, err
 	}
-	files := map[string][]byte{
-		p.caFile:      p.caPEM,
-		p.servingCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		p.servingKey:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
-		p.saKey:       pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
-		// token,user,uid,"group": the admin is in system:masters, which RBAC always allows.
-		p.tokenFile: []byte(p.token + ",admin,admin,\"system:masters\"\n"),
-	}
-	for name, data := range files {
-		if err := os.WriteFile(name, data, 0o600); err != nil {
+	newCA := caCert == nil
+	if newCA {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber:          big.NewInt(1),
+			Subject:               pkix.Name{CommonName: "gcpcall-test-ca"},
+			NotBefore:             now.Add(-time.Hour),
+			NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+			BasicConstraintsValid: true,
+			IsCA:                  true,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			return nil, err
+		}
+		if caCert, err = x509.ParseCertificate(der); err != nil {
+			return nil, err
+		}
+		caKey = key
+		if err := writePEM(caKeyFile, "EC PRIVATE KEY", mustMarshalEC(key)); err != nil {
+			return nil, err
+		}
+		if err := writePEM(p.caFile, "CERTIFICATE", der); err != nil {
 			return nil, err
 		}
 	}
+	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw})
+
+	if newCA || !servingPairValid(p.servingCert, p.servingKey, caCert) {
+		srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+		if err != nil {
+			return nil, err
+		}
+		srvTmpl := &x509.Certificate{
+			SerialNumber: serial.Add(serial, big.NewInt(2)),
+			Subject:      pkix.Name{CommonName: "kube-apiserver"},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+			DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		}
+		srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+		if err != nil {
+			return nil, err
+		}
+		if err := writePEM(p.servingKey, "EC PRIVATE KEY", mustMarshalEC(srvKey)); err != nil {
+			return nil, err
+		}
+		if err := writePEM(p.servingCert, "CERTIFICATE", srvDER); err != nil {
+			return nil, err
+		}
+	}
+
+	if data, err := os.ReadFile(p.saKey); err == nil {
+		if block, _ := pem.Decode(data); block == nil {
+			return nil, fmt.Errorf("%s: no PEM block", p.saKey)
+		}
+	} else if os.IsNotExist(err) {
+		saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		if err := writePEM(p.saKey, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, err
+	}
+
+	if data, err := os.ReadFile(p.tokenFile); err == nil {
+		// token,user,uid,"group" (what we write below).
+		p.token, _, _ = strings.Cut(strings.TrimSpace(string(data)), ",")
+		if p.token == "" {
+			return nil, fmt.Errorf("%s: no token", p.tokenFile)
+		}
+	} else if os.IsNotExist(err) {
+		tok := make([]byte, 24)
+		if _, err := rand.Read(tok); err != nil {
+			return nil, err
+		}
+		p.token = hex.EncodeToString(tok)
+		// The admin is in system:masters, which RBAC always allows.
+		line := p.token + ",admin,admin,\"system:masters\"\n"
+		if err := os.WriteFile(p.tokenFile, []byte(line), 0o600); err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, err
+	}
 	return p, nil
+}
+
+// loadCA returns the CA in certFile/keyFile, or nils when either file is missing.
+func loadCA(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if os.IsNotExist(err) {
+		return nil, nil, nil
+	} else if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if os.IsNotExist(err) {
+		return nil, nil, nil // an older dir without the CA's key: a new CA
+	} else if err != nil {
+		return nil, nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s, %s: %w", certFile, keyFile, err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: not an ECDSA key", keyFile)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+// servingPairValid reports whether the serving certificate and key exist, match, and are
+// signed by ca for 127.0.0.1.
+func servingPairValid(certFile, keyFile string, ca *x509.Certificate) bool {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return false
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	_, err = cert.Verify(x509.VerifyOptions{
+		DNSName: "127.0.0.1", Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		CurrentTime: time.Now().Add(24 * time.Hour),
+	})
+	return err == nil
+}
+
+func mustMarshalEC(key *ecdsa.PrivateKey) []byte {
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		panic(err) // only fails for curves Go does not know
+	}
+	return der
+}
+
+// writePEM writes atomically (temp file + rename), so an interrupted start never leaves a
+// half-written key that the next start would refuse.
+func writePEM(path, blockType string, der []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func writeKubeconfig(path, server string, caPEM []byte, token string) error {

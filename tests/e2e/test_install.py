@@ -198,9 +198,9 @@ def test_a_body_in_a_secret_needs_the_namespace_to_grant_that_secret(
 
     def refused() -> dict[str, Any] | None:
         c = condition(e2e_sgc.get(ns, "ungranted"), "Ready")
-        return c if c.get("reason") == "InvalidSpec" else None
+        return c if c.get("reason") == "PermissionDenied" else None
 
-    c = wait_for(refused, timeout=60, what="Ready=False InvalidSpec")
+    c = wait_for(refused, timeout=60, what="Ready=False PermissionDenied")
     assert c["status"] == "False"
     assert "spec.target.body.fromSecret" in c["message"]
     assert "RoleBinding" in c["message"]
@@ -229,6 +229,8 @@ def test_a_body_in_a_secret_needs_the_namespace_to_grant_that_secret(
     obj = ready(e2e_sgc, ns, "granted", e2e_operator)
     job = e2e_emulator.scheduler().get_job(name=obj["status"]["jobName"])
     assert job.http_target.body == secret_body
+    # and the refused one converges by itself once granted (retried with backoff)
+    ready(e2e_sgc, ns, "ungranted", e2e_operator)
 
 
 # --- and it may do nothing else ------------------------------------------------------------

@@ -279,7 +279,7 @@ def operator_env(controlplane: ControlPlane, emulator: Emulator, **extra: str) -
         GCPCALL_SCHEDULER_ENDPOINT=emulator.grpc_target,
         GCPCALL_TASKS_ENDPOINT=emulator.grpc_target,
         GCPCALL_GRPC_INSECURE="true",
-        GCPCALL_OIDC_CERTS_URL=f"{emulator.http_url}/oauth2/v3/certs",
+        GCPCALL_OIDC_CERTS_URL=f"{emulator.http_url}/oauth2/v1/certs",
         # short cadences so that "within one sync" is seconds in tests
         GCPCALL_DRIFT_CHECK_SECONDS="3",
         GCPCALL_RUN_SETTLE_SECONDS="1",

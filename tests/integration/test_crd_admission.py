@@ -667,6 +667,42 @@ def test_gcptask_spec_edit_adding_a_field_is_refused(
     assert "create a new GcpTask" in message, message
 
 
+@pytest.mark.parametrize("edit", [
+    {"deletionPolicy": "Abandon"}, {"ttlSecondsAfterFinished": 60},
+    {"deletionPolicy": "Abandon", "ttlSecondsAfterFinished": 0},
+])
+def test_gcptask_deletion_policy_and_ttl_stay_mutable(
+    k8s: k8s_client.ApiClient, namespace: str, edit: dict[str, Any]
+) -> None:
+    """So a DeletionBlocked task can be released with Abandon, as a ScheduledGcpCall can."""
+    api = k8s_client.CustomObjectsApi(k8s)
+    create(k8s, namespace, valid_object(TASK, "once"))
+    patched = api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "gcptasks", "once", {"spec": edit})
+    for key, value in edit.items():
+        assert patched["spec"][key] == value
+    # and back again: removing them is an edit of those two fields only
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "gcptasks", "once",
+                                       {"spec": {key: None for key in edit}})
+
+
+@pytest.mark.parametrize("edit", [
+    {"project": "other-project"}, {"serviceAccountName": "someone-else"},
+    {"dispatchDeadlineSeconds": 60}, {"delivery": "Relay"},
+    {"target": {"uri": "https://example.com/other"}},
+])
+def test_gcptask_every_other_field_stays_immutable(
+    k8s: k8s_client.ApiClient, namespace: str, edit: dict[str, Any]
+) -> None:
+    api = k8s_client.CustomObjectsApi(k8s)
+    create(k8s, namespace, valid_object(TASK, "once"))
+    status, message, _ = refusal(
+        lambda: api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "gcptasks", "once", {"spec": edit}))
+    assert status == 422, message
+    assert "create a new GcpTask" in message, message
+
+
 def test_gcptask_metadata_and_status_stay_writable(
     k8s: k8s_client.ApiClient, namespace: str
 ) -> None:

@@ -249,7 +249,7 @@ def test_an_object_without_status_has_empty_status_columns(
         (
             "gcptask.spec",
             [
-                "Immutable: create a new",
+                "Immutable but for deletionPolicy",
                 "queue\t<string> -required-",
                 "delaySeconds\t<integer>",
             ],

@@ -166,6 +166,7 @@ async def test_deletions_retry_until_done_then_the_object_goes(
         return outcomes[len(calls) - 1]
 
     runner = Deletions(kube)
+    runner.start()
     runner.offer(ref_of(obj), [FINALIZER], deleting["spec"], cleanup)
     for _ in range(200):
         if sgc.get(namespace, "e") is None:
@@ -192,6 +193,7 @@ async def test_deletions_start_over_at_once_when_the_spec_changes(
         return Outcome.done()
 
     runner = Deletions(kube)
+    runner.start()
     spec = obj["spec"]
     runner.offer(ref_of(obj), [FINALIZER], spec, blocked)
     await asyncio.sleep(0.2)
@@ -219,6 +221,7 @@ async def test_deletions_ignore_objects_without_our_finalizer_and_stop_when_gone
         return Outcome(3600.0, "DeletionBlocked")
 
     runner = Deletions(kube)
+    runner.start()
     runner.offer(ref_of(obj), [OTHER], obj["spec"], cleanup)
     assert runner.active() == 0
     runner.offer(ref_of(obj), [OTHER, FINALIZER], obj["spec"], cleanup)

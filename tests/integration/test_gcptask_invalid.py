@@ -77,7 +77,6 @@ CASES: dict[str, Case] = {
     "schedule-time-in-the-past": Case("spec.scheduleTime", setter("scheduleTime", later(-60))),
     "schedule-time-31-days-ahead": Case(
         "spec.scheduleTime", setter("scheduleTime", later(31 * 86400))),
-    "relay-without-a-relay-url": Case("spec.delivery", setter("delivery", "Relay")),
     "cloud-tasks-reserved-header": Case(
         "spec.target.headers[2].name", add_header("X-CloudTasks-TaskName", "mine")),
     "headers-over-80-kb": Case("spec.target.headers", many_headers),
@@ -102,20 +101,10 @@ CASES: dict[str, Case] = {
         "spec.target.body", setter("target.body", {"text": "x" * 1048576})),
     "uri-with-a-backslash": Case(
         "spec.target.uri", setter("target.uri", f"https://{TARGET_HOST}/v1/a\\b")),
-    "configmap-body-missing": Case(
-        "spec.target.body.fromConfigMap",
-        setter("target.body", {"fromConfigMap": {"name": "absent", "key": "body.json"}})),
-    "configmap-body-key-missing": Case(
-        "spec.target.body.fromConfigMap.key",
-        setter("target.body", {"fromConfigMap": {"name": "body", "key": "other.json"}}),
-        configmap={"body.json": "{}"}),
     "configmap-body-over-1-mb-with-uri-and-headers": Case(
         "spec.target.body.fromConfigMap",
         setter("target.body", {"fromConfigMap": {"name": "body", "key": "body.json"}}),
         configmap={"body.json": "y" * 1048500}),
-    "secret-body-missing": Case(
-        "spec.target.body.fromSecret",
-        setter("target.body", {"fromSecret": {"name": "absent", "key": "body.json"}})),
     "namespace-project-annotation-invalid": Case(
         "spec.project", no_project,
         namespace_annotations={"gcpcall.dev/project": "Not_A_Project"}),

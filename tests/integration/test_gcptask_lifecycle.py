@@ -395,3 +395,27 @@ def test_refused_delete_blocks_deletion_until_google_allows_it(
     gone(gtask, namespace, "blocked")
     assert not task_exists(emulator, task_name)
     expect_events(gtask, namespace, "blocked", "DeletionBlocked")
+
+
+def test_a_blocked_deletion_is_released_with_abandon(
+    gtask: Objects, namespace: str, emulator: Emulator
+) -> None:
+    """deletionPolicy stays mutable on a GcpTask, so a DeletionBlocked task is released
+    the way a ScheduledGcpCall is: switch to Abandon, and the task is left to run."""
+    make_queue(emulator, namespace)
+    gtask.create(namespace, sample("stuck", namespace, f"/gtask/{namespace}/stuck",
+                                   scheduleTime=later(600)))
+    task_name = wait_phase(gtask, namespace, "stuck", "Queued")["status"]["taskName"]
+    emulator.fault("DeleteTask", "PERMISSION_DENIED")
+    try:
+        gtask.delete(namespace, "stuck")
+        wait_ready(gtask, namespace, "stuck", "DeletionBlocked")
+        deletes = len(tasks_calls(emulator, "DeleteTask"))
+        gtask.patch(namespace, "stuck", {"spec": {"deletionPolicy": "Abandon"}})
+        gone(gtask, namespace, "stuck", timeout=15)
+        assert len(tasks_calls(emulator, "DeleteTask")) == deletes  # released, not retried
+    finally:
+        emulator.clear_faults()
+    assert task_exists(emulator, task_name)  # left to run, as Abandon says
+    expect_events(gtask, namespace, "stuck", "DeletionBlocked", "Abandoned")
+    emulator.tasks().delete_task(name=task_name)

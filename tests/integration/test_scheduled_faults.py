@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import time
 
 import pytest
 from tests.integration.conftest import Emulator, Objects, condition, wait_for
@@ -54,9 +53,41 @@ def test_permission_denied_is_reported_and_retried_slowly(
                        what="PermissionDenied reported")
         assert condition(obj, "Ready")["status"] == "False"
         assert "PERMISSION_DENIED" in condition(obj, "Ready")["message"]
-        time.sleep(3)  # a fast retry would have come back by now (it starts at about 1 s)
+        failed_at = _times(emulator, "CreateJob", "PERMISSION_DENIED")[-1]
+        # A fast retry would have come back within about a second; wait until the emulator
+        # has served something three seconds later (the sync lists every 3 s here).
+        wait_for(lambda: any(datetime.datetime.fromisoformat(c["time"]) - failed_at
+                             > datetime.timedelta(seconds=3) for c in emulator.calls()),
+                 what="a call three seconds after the refusal")
         assert len(emulator.calls("CreateJob")) == before + 1
     finally:
         emulator.clear_faults()
         sgc.delete(namespace, "denied")
     wait_for(lambda: sgc.get(namespace, "denied") is None, what="deleted")
+
+
+def test_drift_that_cannot_be_put_back_is_reported_until_it_can(
+    sgc: Objects, namespace: str, emulator: Emulator
+) -> None:
+    """A job edited outside the operator while UpdateJob is refused: Ready=False with the
+    classified reason, naming the field that differs; once allowed, UpToDate again."""
+    sgc.create(namespace, sample("drift-denied"))
+    name = ready(sgc, namespace, "drift-denied")["status"]["jobName"]
+    client = emulator.scheduler()
+    job = client.get_job(name=name)
+    job.http_target.uri = "https://target.googleapis.com/somewhere-else"
+    client.update_job(job=job, update_mask={"paths": ["http_target.uri"]})
+    emulator.fault("UpdateJob", "PERMISSION_DENIED", 1.0)
+    try:
+        obj = wait_for(lambda: (o := sgc.get(namespace, "drift-denied")) and
+                       condition(o, "Ready").get("reason") == "PermissionDenied" and o,
+                       timeout=30, what="Ready=False/PermissionDenied from the drift check")
+        ready_cond = condition(obj, "Ready")
+        assert ready_cond["status"] == "False"
+        assert "http_target.uri" in ready_cond["message"]
+        assert "PERMISSION_DENIED" in ready_cond["message"]
+        assert client.get_job(name=name).http_target.uri.endswith("/somewhere-else")
+    finally:
+        emulator.clear_faults()
+    ready(sgc, namespace, "drift-denied")
+    assert "/somewhere-else" not in client.get_job(name=name).http_target.uri

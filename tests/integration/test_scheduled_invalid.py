@@ -50,11 +50,6 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("project-too-short", {"project": "abc"}, "spec.project"),
     ("headers-over-80kb", {"target.headers": [{"name": f"X-Pad-{i}", "value": "v" * 3000}
                                               for i in range(30)]}, "spec.target.headers"),
-    ("configmap-missing", {"target.body": {"fromConfigMap": {"name": "nope", "key": "b"}}},
-     "spec.target.body.fromConfigMap"),
-    ("secret-missing", {"target.body": {"fromSecret": {"name": "nope", "key": "b"}}},
-     "spec.target.body.fromSecret"),
-    ("relay-not-enabled", {"delivery": "Relay"}, "spec.delivery"),
     ("oauth-no-service-account", {"target.auth.serviceAccountEmail": None},
      "spec.target.auth.serviceAccountEmail"),
     ("email-without-domain-dot", {"target.auth.serviceAccountEmail": "runner@localhost"},

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from gcpcall.api.conditions import Condition, ConditionStatus, find_condition, set_condition
 from gcpcall.api.observed import ObservedJob, format_time, parse_time
+from gcpcall.api.ownership import Owner, OwnershipError, Part, apply_parts
 from gcpcall.api.status import (
     LAST_RUN_SUCCEEDED,
     READY,
@@ -14,11 +17,13 @@ from gcpcall.api.status import (
     ReadyReason,
     RunRecord,
     RunResult,
-    desired_call_status,
+    job_part,
     last_run_condition,
     merge_runs,
     ready_condition,
+    reconciler_part,
     run_from_job,
+    runs_part,
     status_patch,
 )
 
@@ -39,13 +44,13 @@ def test_times_are_rfc3339_whole_seconds_utc() -> None:
 # -- conditions --
 
 def test_new_condition_gets_now_and_generation() -> None:
-    conds = set_condition([], ready_condition(ReadyReason.CREATING), generation=3, now=at(0))
-    assert conds == [{"type": "Ready", "status": "False", "reason": "Creating", "message": "",
+    conds = set_condition([], ready_condition(ReadyReason.GCP_ERROR), generation=3, now=at(0))
+    assert conds == [{"type": "Ready", "status": "False", "reason": "GcpError", "message": "",
                       "lastTransitionTime": "2026-11-22T09:00:00Z", "observedGeneration": 3}]
 
 
 def test_transition_time_kept_while_status_does_not_flip() -> None:
-    conds = set_condition([], ready_condition(ReadyReason.CREATING), generation=1, now=at(0))
+    conds = set_condition([], ready_condition(ReadyReason.GCP_ERROR), generation=1, now=at(0))
     conds = set_condition(conds, ready_condition(ReadyReason.GCP_ERROR, "UNAVAILABLE"),
                           generation=2, now=at(5))
     ready = find_condition(conds, READY)
@@ -84,19 +89,20 @@ def test_long_messages_are_shortened() -> None:
 
 # -- the minimal patch --
 
+def _first(ready: ReadyReason, now: datetime, current: Any = None) -> dict[str, Any]:
+    return sgc(current, reconciler_part(ready_condition(ready), generation=1),
+               lambda st: runs_part(Owner.SYNC, st, None, 10), now=now)
+
+
 def test_patch_is_empty_when_nothing_changed() -> None:
-    current = desired_call_status(None, now=at(0), generation=1,
-                                  ready=ready_condition(ReadyReason.UP_TO_DATE))
-    again = desired_call_status(current, now=at(10), generation=1,
-                                ready=ready_condition(ReadyReason.UP_TO_DATE))
+    current = _first(ReadyReason.UP_TO_DATE, at(0))
+    again = _first(ReadyReason.UP_TO_DATE, at(10), current)
     assert status_patch(current, again) == {}
 
 
 def test_patch_sends_the_whole_conditions_list_when_one_changed() -> None:
-    current = desired_call_status(None, now=at(0), generation=1,
-                                  ready=ready_condition(ReadyReason.UP_TO_DATE))
-    desired = desired_call_status(current, now=at(1), generation=1,
-                                  ready=ready_condition(ReadyReason.PAUSED))
+    current = _first(ReadyReason.UP_TO_DATE, at(0))
+    desired = _first(ReadyReason.PAUSED, at(1), current)
     patch = status_patch(current, desired)
     assert set(patch) == {"conditions"}
     assert [c["type"] for c in patch["conditions"]] == [READY, LAST_RUN_SUCCEEDED]
@@ -194,10 +200,16 @@ def test_last_run_condition_reasons() -> None:
     assert message == "HTTP 403"
 
 
-def test_desired_call_status_from_a_sync() -> None:
+def sgc(status: dict[str, Any] | None, *parts: Any, relay: bool = False,
+        now: datetime = T0) -> dict[str, Any]:
+    return apply_parts("ScheduledGcpCall", relay, status or {}, parts, now)[0]
+
+
+def test_reconcile_and_sync_parts() -> None:
     ready = ready_condition(ReadyReason.UP_TO_DATE)
-    current = desired_call_status(None, now=at(0), generation=2, ready=ready,
-                                  identity={"googleServiceAccount": "r@p.iam.gserviceaccount.com"})
+    current = sgc(None, reconciler_part(
+        ready, generation=2, identity={"googleServiceAccount": "r@p.iam.gserviceaccount.com"}),
+        lambda st: runs_part(Owner.SYNC, st, None, 10))
     assert current["observedGeneration"] == 2
     assert find_condition(current["conditions"], LAST_RUN_SUCCEEDED) == {
         "type": LAST_RUN_SUCCEEDED, "status": "Unknown", "reason": "NoRunYet",
@@ -205,8 +217,9 @@ def test_desired_call_status_from_a_sync() -> None:
         "observedGeneration": 2}
     job = ObservedJob("projects/p/locations/l/jobs/j", "ENABLED", next_run_time=at(65),
                       last_attempt_time=at(5), status_code=14, status_message="")
-    synced = desired_call_status(current, now=at(6), job=job,
-                                 run=run_from_job(job, target_host="h"), history_limit=2)
+    synced = sgc(current, reconciler_part(None, job_name=job.name), job_part(job),
+                 lambda st: runs_part(Owner.SYNC, st, run_from_job(job, target_host="h"), 2),
+                 now=at(6))
     patch = status_patch(current, synced)
     assert patch["jobName"] == "projects/p/locations/l/jobs/j"
     assert patch["state"] == "ENABLED"
@@ -220,20 +233,38 @@ def test_desired_call_status_from_a_sync() -> None:
     # The sync does not claim a generation it did not observe.
     assert "observedGeneration" not in patch
     # Seeing the same job again changes nothing.
-    again = desired_call_status(synced, now=at(7), job=job, run=run_from_job(job, target_host="h"),
-                                history_limit=2)
+    again = sgc(synced, job_part(job),
+                lambda st: runs_part(Owner.SYNC, st, run_from_job(job, target_host="h"), 2),
+                now=at(7))
     assert status_patch(synced, again) == {}
+
+
+def test_each_owner_writes_only_its_own_fields() -> None:
+    job = ObservedJob("projects/p/locations/l/jobs/j", "ENABLED")
+    with pytest.raises(OwnershipError, match="sync does not own Ready"):
+        sgc(None, Part(Owner.SYNC, {}, (ready_condition(ReadyReason.UP_TO_DATE),)))
+    with pytest.raises(OwnershipError, match="reconciler does not own state"):
+        sgc(None, Part(Owner.RECONCILER, {"state": "ENABLED"}))
+    # With Relay delivery the relay records the runs, and the sync may not.
+    with pytest.raises(OwnershipError, match="sync does not own LastRunSucceeded, lastRun"):
+        sgc(None, lambda st: runs_part(Owner.SYNC, st, None, 10), relay=True)
+    with pytest.raises(OwnershipError, match="relay does not own"):
+        sgc(None, lambda st: runs_part(Owner.RELAY, st, None, 10), relay=False)
+    relayed = sgc(None, job_part(job), lambda st: runs_part(Owner.RELAY, st, None, 10),
+                  relay=True)
+    assert relayed["state"] == "ENABLED"
 
 
 def test_lowering_history_limit_trims_existing_runs() -> None:
     runs: list[dict[str, Any]] = []
     for minute in range(5):
         runs = merge_runs(runs, run(minute), 10)
-    status = desired_call_status({"runs": runs}, now=at(9), history_limit=2)
+    status = sgc({"runs": runs}, lambda st: runs_part(Owner.SYNC, st, None, 2), now=at(9))
     assert [r["attemptTime"] for r in status["runs"]] == [format_time(at(4)), format_time(at(3))]
     assert status["lastRun"] == status["runs"][0]
 
 
 def test_last_run_request_is_echoed() -> None:
-    status = desired_call_status({}, now=at(0), last_run_request="2026-11-22T09:58:00Z")
+    status = sgc({}, reconciler_part(None, last_run_request="2026-11-22T09:58:00Z"))
     assert status["lastRunRequest"] == "2026-11-22T09:58:00Z"
+    assert "conditions" not in status

@@ -9,12 +9,15 @@ import pytest
 
 from gcpcall.api.conditions import find_condition
 from gcpcall.api.observed import ObservedAttempt, ObservedTask
+from gcpcall.api.ownership import Owner, OwnershipError, apply_parts
 from gcpcall.api.status import ReadyReason, ready_condition, status_patch
 from gcpcall.api.task_status import (
     SUCCEEDED,
     TaskPhase,
-    desired_task_status,
-    task_fields,
+    attempt_fields,
+    outcome_part,
+    read_part,
+    reconciler_task_part,
     task_outcome,
 )
 
@@ -37,6 +40,25 @@ def observed(dispatches: int = 0, code: int | None = None, http: int | None = No
                         first_attempt_time=at(1) if dispatches else None, last_attempt=last)
 
 
+def task_fields(task: ObservedTask) -> dict[str, Any]:
+    """What the poller's read adds, and the attempt it saw."""
+    out = dict(read_part(task).fields)
+    if task.last_attempt is not None:
+        out["lastAttempt"] = attempt_fields(task.last_attempt)
+    return out
+
+
+def polled(current: dict[str, Any] | None, now: datetime, task: ObservedTask | None, *,
+           created: bool = True, relay: bool = False, **kw: Any) -> dict[str, Any]:
+    """A poll as the poller writes it: the read fields, then the outcome (Direct)."""
+    owner = Owner.RELAY if relay else Owner.POLLER
+    parts: list[Any] = [read_part(task)] if created else []
+    parts.append(lambda st: outcome_part(
+        owner, st, now=now, created=created, exists=task is not None,
+        attempt=task.last_attempt if task is not None and not relay else None, **kw))
+    return apply_parts("GcpTask", relay, current or {}, parts, now)[0]
+
+
 def outcome(status: dict[str, Any] | None, **kw: Any) -> tuple[str, str, str]:
     result = task_outcome(status, **{"created": True, "exists": True, **kw})
     return result.phase.value, result.succeeded.status.value, result.succeeded.reason
@@ -45,7 +67,7 @@ def outcome(status: dict[str, Any] | None, **kw: Any) -> tuple[str, str, str]:
 def test_task_fields() -> None:
     fields = task_fields(observed(2, code=14))
     assert fields == {
-        "taskName": NAME, "dispatchCount": 2, "responseCount": 2,
+        "dispatchCount": 2, "responseCount": 2,
         "scheduleTime": "2026-11-22T12:00:00Z", "firstAttemptTime": "2026-11-22T12:00:01Z",
         "lastAttempt": {"attemptTime": "2026-11-22T12:00:02Z", "code": 14,
                         "message": "Service Unavailable"},
@@ -109,27 +131,27 @@ def test_operation_outcomes_take_precedence() -> None:
 
 
 def test_terminal_phases_are_sticky() -> None:
-    status = desired_task_status(task_fields(observed(1, code=0)), now=at(5), created=True,
-                                 exists=True)
+    status = polled(None, at(5), observed(1, code=0))
     assert status["phase"] == "Succeeded"
-    later = desired_task_status(status, now=at(50), created=True, exists=False)
+    later = polled(status, at(50), None)
     assert later["phase"] == "Succeeded"
     assert status_patch(status, later) == {}
 
 
-def test_desired_task_status_flow_and_completion_time() -> None:
+def test_task_status_flow_and_completion_time() -> None:
     created = ready_condition(ReadyReason.CREATED)
-    s1 = desired_task_status(None, now=at(0), created=True, exists=True, generation=1,
-                             ready=created, task=observed(0))
+    s1 = polled(None, at(0), observed(0))
+    s1 = apply_parts("GcpTask", False, s1,
+                     [reconciler_task_part(created, generation=1, task_name=NAME)], at(0))[0]
     assert s1["phase"] == "Queued"
     assert "completionTime" not in s1
-    assert [c["type"] for c in s1["conditions"]] == ["Ready", SUCCEEDED]
-    s2 = desired_task_status(s1, now=at(10), created=True, exists=True, task=observed(2, 14))
+    assert {c["type"] for c in s1["conditions"]} == {"Ready", SUCCEEDED}
+    s2 = polled(s1, at(10), observed(2, 14))
     patch = status_patch(s1, s2)
     assert patch["phase"] == "Running"
     assert patch["dispatchCount"] == 2
     assert patch["lastAttempt"]["code"] == 14
-    s3 = desired_task_status(s2, now=at(20), created=True, exists=False)
+    s3 = polled(s2, at(20), None)
     assert s3["phase"] == "Unknown"
     assert s3["completionTime"] == "2026-11-22T12:00:20Z"
     cond = find_condition(s3["conditions"], SUCCEEDED)
@@ -142,10 +164,32 @@ def test_desired_task_status_flow_and_completion_time() -> None:
     assert ready["status"] == "True"
 
 
-def test_relay_detail_survives_a_poll_of_the_same_attempt() -> None:
-    relay_seen = {"lastAttempt": {"attemptTime": "2026-11-22T12:00:01Z", "code": 14,
+def test_a_relay_task_gone_without_a_success_the_relay_saw_failed() -> None:
+    relay_seen = {"phase": "Running", "dispatchCount": 2,
+                  "lastAttempt": {"attemptTime": "2026-11-22T12:00:01Z", "code": 14,
                                   "httpStatus": 503, "message": "from the relay"}}
-    polled = observed(1)  # same attempt, no response recorded by Cloud Tasks yet
-    status = desired_task_status(relay_seen, now=at(3), created=True, exists=True, task=polled)
+    gone = polled(relay_seen, at(30), None, relay=True)
+    assert gone["phase"] == "Failed"
+    cond = find_condition(gone["conditions"], SUCCEEDED)
+    assert cond is not None
+    assert (cond["status"], cond["reason"]) == ("False", "TargetError")
+    assert "HTTP 503" in cond["message"]
+    succeeded = {**relay_seen, "lastAttempt": {"attemptTime": "2026-11-22T12:00:01Z",
+                                               "code": 0, "httpStatus": 200}}
+    assert polled(succeeded, at(30), None, relay=True)["phase"] == "Succeeded"
+
+
+def test_the_poller_does_not_write_a_relay_tasks_outcome() -> None:
+    with pytest.raises(OwnershipError, match="poller does not own"):
+        apply_parts("GcpTask", True, {}, [lambda st: outcome_part(
+            Owner.POLLER, st, now=T0, created=True, exists=True)], T0)
+
+
+def test_a_later_read_of_the_same_attempt_keeps_what_the_first_said() -> None:
+    first = {"lastAttempt": {"attemptTime": "2026-11-22T12:00:01Z", "code": 14,
+                             "message": "Service Unavailable"}}
+    again = ObservedAttempt(dispatch_time=at(1))  # Cloud Tasks: no response recorded yet
+    task = ObservedTask(NAME, dispatch_count=1, last_attempt=again)
+    status = polled(first, at(3), task)
     assert status["lastAttempt"] == {"attemptTime": "2026-11-22T12:00:01Z", "code": 14,
-                                     "httpStatus": 503, "message": "from the relay"}
+                                     "message": "Service Unavailable"}

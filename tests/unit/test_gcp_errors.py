@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import random
-
 import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
-from gcpcall.gcp.errors import (
-    FAST_CAP_SECONDS,
-    SLOW_CAP_SECONDS,
-    Classification,
-    backoff_delay,
-    classify,
-    redact,
-)
+from gcpcall.gcp.errors import Classification, classify, redact
+from gcpcall.kube import KubeError
 
 EXPECTED = {
     grpc.StatusCode.INVALID_ARGUMENT: (False, "InvalidSpec", "none"),
@@ -106,6 +98,16 @@ def test_auth_and_network_errors() -> None:
     assert triple(classify(KeyError("bug"))) == (True, "Unexpected", "slow")
 
 
+def test_api_server_errors_around_a_call() -> None:
+    """aiohttp's ClientConnectorError is an OSError, not a ConnectionError: an API server
+    that is down for a moment must be transient, not "Unexpected" (kopf's 60 s retry)."""
+    refused = OSError(111, "Connect call failed ('127.0.0.1', 6443)")
+    assert triple(classify(refused)) == (True, "GcpError", "fast")
+    for status in (409, 429, 500, 503):
+        assert triple(classify(KubeError(status, "x", "y"))) == (True, "GcpError", "fast")
+    assert classify(KubeError(422, "Invalid", "bad patch")).reason == "Unexpected"
+
+
 def test_messages_never_carry_tokens() -> None:
     access = "ya29.a0AfH6SMBx-secret_token"
     jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
@@ -120,24 +122,3 @@ def test_messages_never_carry_tokens() -> None:
     assert len(redact("x" * 5000)) == 1024
 
 
-def test_backoff_delays() -> None:
-    rng = random.Random(1)
-    fast = classify(gexc.ServiceUnavailable("x"))
-    slow = classify(gexc.PermissionDenied("x"))
-    never = classify(gexc.InvalidArgument("x"))
-    assert backoff_delay(0, never, rng) is None
-    assert backoff_delay(3, classify(gexc.AlreadyExists("x")), rng) is None
-    for attempt in range(12):
-        d = backoff_delay(attempt, fast, rng)
-        ceiling = min(FAST_CAP_SECONDS, 2.0**attempt)
-        assert d is not None
-        assert ceiling / 2 <= d <= ceiling
-    assert backoff_delay(100, fast, rng) is not None
-    big = [backoff_delay(50, slow, rng) for _ in range(50)]
-    assert all(d is not None and SLOW_CAP_SECONDS / 2 <= d <= SLOW_CAP_SECONDS for d in big)
-    assert len(set(big)) > 1  # jittered
-    first = backoff_delay(0, slow, rng)
-    assert first is not None
-    assert 30.0 <= first <= 60.0
-    # Deterministic for a given rng seed.
-    assert backoff_delay(4, fast, random.Random(9)) == backoff_delay(4, fast, random.Random(9))

@@ -16,6 +16,7 @@ __all__ = [
     "ObservedJob",
     "ObservedQueue",
     "ObservedTask",
+    "code_for_http_status",
     "format_time",
     "parse_time",
     "rpc_code_name",
@@ -28,6 +29,21 @@ RPC_CODE_NAMES = (
     "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
     "UNAUTHENTICATED",
 )
+
+
+# HTTP status -> google.rpc code, as Google maps them (AIP-193) and as Cloud Scheduler
+# reports an HTTP target's answer.
+_HTTP_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 412: 9, 429: 8, 499: 1, 500: 13,
+               501: 12, 502: 14, 503: 14, 504: 4}
+
+
+def code_for_http_status(status: int) -> int:
+    """The google.rpc code of an HTTP answer: 0 for 2xx, the AIP-193 code, else UNKNOWN."""
+    if 200 <= status < 300:
+        return 0
+    if status in _HTTP_CODES:
+        return _HTTP_CODES[status]
+    return 3 if 400 <= status < 500 else 2
 
 
 def rpc_code_name(code: int) -> str:

@@ -1,9 +1,10 @@
 """Status of a ScheduledGcpCall: Ready, LastRunSucceeded, and the run history.
 
-Why pure: the reconciler (Ready), the batched sync (runs, state, nextRunTime) and the relay
-(runs with their operation) all write this status. Building it here from plain observed
-values makes the three agree on one shape, and `status_patch` then sends only changes.
-Shared pieces (conditions, patch, run records) are re-exported for a single import point.
+Why pure: the reconciler (Ready), the batched sync (state, nextRunTime, Direct runs) and
+the relay (Relay runs with their operation) each write their part of this status
+(`api.ownership`). Building the parts here from plain observed values makes them agree on
+one shape, and the status writer then sends only changes. Shared pieces (conditions,
+patch, run records) are re-exported for a single import point.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gcpcall.api.conditions import (
     status_patch,
 )
 from gcpcall.api.observed import ObservedJob, format_time, parse_time, rpc_code_name
+from gcpcall.api.ownership import Owner, Part
 
 __all__ = [
     "LAST_RUN_SUCCEEDED",
@@ -33,13 +35,14 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "attempt_message",
-    "desired_call_status",
-    "job_fields",
+    "job_part",
     "last_run_condition",
     "merge_runs",
     "parse_time",
     "ready_condition",
+    "reconciler_part",
     "run_from_job",
+    "runs_part",
     "set_condition",
     "status_patch",
 ]
@@ -51,19 +54,18 @@ _DEADLINE_EXCEEDED = 4
 
 class ReadyReason(StrEnum):
     UP_TO_DATE = "UpToDate"
-    CREATING = "Creating"
-    UPDATING = "Updating"
     PAUSED = "Paused"
     INVALID_SPEC = "InvalidSpec"
     IDENTITY_NOT_READY = "IdentityNotReady"
     PERMISSION_DENIED = "PermissionDenied"
     NOT_FOUND = "NotFound"
     GCP_ERROR = "GcpError"
-    DELETING = "Deleting"
     DELETION_BLOCKED = "DeletionBlocked"
     ADOPTION_REFUSED = "AdoptionRefused"  # a job of the same id carries another marker
     CREATED = "Created"  # GcpTask: the task exists in Cloud Tasks
     QUEUE_NOT_FOUND = "QueueNotFound"  # GcpTask
+    BODY_SOURCE_NOT_FOUND = "BodySourceNotFound"  # body.fromConfigMap/fromSecret not there yet
+    RELAY_NOT_CONFIGURED = "RelayNotConfigured"  # delivery: Relay, no usable relay URL
 
 
 # The job (task) exists as specified: Ready=True. Everything else is Ready=False.
@@ -112,7 +114,13 @@ class OperationRecord:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run as `status.runs[]` shows it."""
+    """One run as `status.runs[]` shows it.
+
+    Direct delivery knows only Cloud Scheduler's last attempt of a run. The relay sees every
+    attempt of one scheduled execution: `attempt_time` is the first, `last_attempt_time`
+    the latest, `attempts` their count; `response` is the target's body, trimmed; `request`
+    the rendered request (uri and templated values) and `run_id` the id templates saw.
+    """
 
     attempt_time: datetime
     result: RunResult
@@ -122,12 +130,23 @@ class RunRecord:
     http_status: int | None = None
     message: str = ""
     operation: OperationRecord | None = None
+    run_id: str = ""
+    attempts: int | None = None
+    last_attempt_time: datetime | None = None
+    response: str = ""
+    request: Mapping[str, Any] | None = None
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if self.run_id:
+            out["id"] = self.run_id
         if self.schedule_time is not None:
             out["scheduleTime"] = format_time(self.schedule_time)
         out["attemptTime"] = format_time(self.attempt_time)
+        if self.last_attempt_time is not None:
+            out["lastAttemptTime"] = format_time(self.last_attempt_time)
+        if self.attempts is not None:
+            out["attempts"] = self.attempts
         if self.finish_time is not None:
             out["finishTime"] = format_time(self.finish_time)
         out["result"] = self.result.value
@@ -137,6 +156,10 @@ class RunRecord:
             out["httpStatus"] = self.http_status
         if self.message:
             out["message"] = self.message
+        if self.response:
+            out["response"] = self.response
+        if self.request is not None:
+            out["request"] = dict(self.request)
         if self.operation is not None:
             out["operation"] = self.operation.to_status()
         return out
@@ -169,20 +192,28 @@ def run_from_job(
                      schedule_time=schedule_time, code=code, message=message)
 
 
-def _sort_key(run: Mapping[str, Any]) -> datetime:
+def _sort_key(run: Mapping[str, Any]) -> tuple[datetime, str]:
     try:
-        return parse_time(str(run.get("attemptTime") or ""))
+        when = parse_time(str(run.get("attemptTime") or ""))
     except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
+        when = datetime.min.replace(tzinfo=UTC)
+    return when, str(run.get("scheduleTime") or "")
+
+
+def _same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """A relay run is one scheduled execution (its id); a Direct run is one attempt."""
+    if a.get("id") or b.get("id"):
+        return bool(a.get("id")) and a.get("id") == b.get("id")
+    return a.get("attemptTime") == b.get("attemptTime")
 
 
 def merge_runs(
     runs: Sequence[Mapping[str, Any]] | None, run: RunRecord, history_limit: int
 ) -> list[dict[str, Any]]:
-    """`runs` with `run` added (or replacing the entry of the same attemptTime), newest
-    first, at most `history_limit` long."""
+    """`runs` with `run` added (or replacing the entry of the same run), newest first (by
+    attempt time, then schedule time), at most `history_limit` long."""
     entry = run.to_status()
-    kept = [dict(r) for r in runs or () if r.get("attemptTime") != entry["attemptTime"]]
+    kept = [dict(r) for r in runs or () if not _same_run(r, entry)]
     kept.append(entry)
     kept.sort(key=_sort_key, reverse=True)
     return kept[: max(history_limit, 0)]
@@ -218,51 +249,47 @@ def last_run_condition(last_run: Mapping[str, Any] | None) -> Condition:
     return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.FALSE, reason.value, message)
 
 
-def job_fields(job: ObservedJob) -> dict[str, Any]:
-    """jobName, state and nextRunTime (None removes it: a paused job has no next run)."""
-    return {
-        "jobName": job.name,
-        "state": job.state,
-        "nextRunTime": format_time(job.next_run_time) if job.next_run_time else None,
-    }
-
-
-def desired_call_status(
-    current: Mapping[str, Any] | None,
+def reconciler_part(
+    ready: Condition | None,
     *,
-    now: datetime,
     generation: int | None = None,
-    ready: Condition | None = None,
-    job: ObservedJob | None = None,
-    run: RunRecord | None = None,
-    history_limit: int = 10,
+    job_name: str | None = None,
     identity: Mapping[str, str] | None = None,
     last_run_request: str | None = None,
-) -> dict[str, Any]:
-    """The whole status after applying what one writer knows; pass it to `status_patch`.
+) -> Part:
+    """The spec reconciler's part: Ready, and what it observed of the spec and the job.
 
-    `generation` is set by the spec reconciler only (it observed that spec); other writers
-    leave `observedGeneration` as it is. LastRunSucceeded always follows `runs[0]`.
+    `generation` is given only by a reconcile that handled that spec; the sync's drift
+    check reports Ready without claiming to have observed a newer spec.
     """
-    status: dict[str, Any] = {k: v for k, v in (current or {}).items()}
+    fields: dict[str, Any] = {}
     if generation is not None:
-        status["observedGeneration"] = generation
-    cond_gen = status.get("observedGeneration")
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or ()]
-    if ready is not None:
-        conditions = set_condition(conditions, ready, generation=cond_gen, now=now)
-    if job is not None:
-        status.update(job_fields(job))
-    runs = [dict(r) for r in status.get("runs") or ()]
-    if run is not None or len(runs) > history_limit:
-        runs = merge_runs(runs, run, history_limit) if run else runs[:history_limit]
-        status["runs"] = runs
-    status["lastRun"] = runs[0] if runs else None
-    last = last_run_condition(runs[0] if runs else None)
-    conditions = set_condition(conditions, last, generation=cond_gen, now=now)
-    status["conditions"] = conditions
+        fields["observedGeneration"] = generation
+    if job_name is not None:
+        fields["jobName"] = job_name
     if identity is not None:
-        status["identity"] = dict(identity)
+        fields["identity"] = dict(identity)
     if last_run_request is not None:
-        status["lastRunRequest"] = last_run_request
-    return status
+        fields["lastRunRequest"] = last_run_request
+    return Part(Owner.RECONCILER, fields, (ready,) if ready is not None else ())
+
+
+def job_part(job: ObservedJob) -> Part:
+    """The sync's part: the job's state and next run (None removes it: a paused job has
+    no next run)."""
+    return Part(Owner.SYNC, {
+        "state": job.state,
+        "nextRunTime": format_time(job.next_run_time) if job.next_run_time else None,
+    })
+
+
+def runs_part(
+    owner: Owner, current: Mapping[str, Any], run: RunRecord | None, history_limit: int
+) -> Part:
+    """The run owner's part (the sync in Direct delivery, the relay in Relay delivery):
+    `runs` with `run` merged in and trimmed to `history_limit`, `lastRun` = runs[0], and
+    LastRunSucceeded from it (NoRunYet before the first run)."""
+    kept = [dict(r) for r in current.get("runs") or ()]
+    runs = merge_runs(kept, run, history_limit) if run else kept[: max(history_limit, 0)]
+    fields: dict[str, Any] = {"runs": runs or None, "lastRun": runs[0] if runs else None}
+    return Part(owner, fields, (last_run_condition(runs[0] if runs else None),))

@@ -16,17 +16,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from gcpcall.api.conditions import Condition, ConditionStatus, find_condition, set_condition
+from gcpcall.api.conditions import Condition, ConditionStatus, find_condition
 from gcpcall.api.observed import ObservedAttempt, ObservedTask, format_time, rpc_code_name
+from gcpcall.api.ownership import Owner, Part
 
 __all__ = [
     "SUCCEEDED",
+    "TERMINAL_PHASES",
     "TaskOutcome",
     "TaskPhase",
     "TaskReason",
     "attempt_fields",
-    "desired_task_status",
-    "task_fields",
+    "outcome_part",
+    "read_part",
+    "reconciler_task_part",
     "task_outcome",
 ]
 
@@ -82,26 +85,6 @@ def attempt_fields(attempt: ObservedAttempt) -> dict[str, Any]:
     return out
 
 
-def task_fields(task: ObservedTask) -> dict[str, Any]:
-    """taskName, scheduleTime, counts and attempts from a fetched task.
-
-    `lastAttempt` appears only for an attempt that was dispatched, so a relay-recorded
-    attempt (with its httpStatus) survives a poll that has less to say.
-    """
-    out: dict[str, Any] = {
-        "taskName": task.name,
-        "dispatchCount": task.dispatch_count,
-        "responseCount": task.response_count,
-    }
-    if task.schedule_time is not None:
-        out["scheduleTime"] = format_time(task.schedule_time)
-    if task.first_attempt_time is not None:
-        out["firstAttemptTime"] = format_time(task.first_attempt_time)
-    if task.last_attempt is not None:
-        out["lastAttempt"] = attempt_fields(task.last_attempt)
-    return out
-
-
 def _cond(status: ConditionStatus, reason: TaskReason, message: str = "") -> Condition:
     return Condition(SUCCEEDED, status, reason.value, message)
 
@@ -124,8 +107,12 @@ def task_outcome(
     exists: bool,
     max_attempts: int | None = None,
     queue_paused: bool = False,
+    relay: bool = False,
 ) -> TaskOutcome:
     """Phase and Succeeded condition from a status already merged with the latest read.
+
+    `relay`: the relay saw every attempt it was sent, so a task gone without a success it
+    recorded failed (Relay ends Succeeded or Failed, never Unknown).
 
     `status` carries what was observed over time (`lastAttempt`, `dispatchCount`,
     `operation` written by the relay, the previous `phase`); `created` says CreateTask
@@ -172,6 +159,11 @@ def task_outcome(
             f"{dispatches} attempt(s); " + (_describe(attempt) if attempt else "")))
     # Gone from Cloud Tasks: finished, one way or the other.
     failed = attempt.get("code") not in (None, 0)
+    if relay:
+        seen = _describe(attempt) if attempt else "the relay received no attempt"
+        return TaskOutcome(TaskPhase.FAILED, _cond(
+            ConditionStatus.FALSE, TaskReason.TARGET_ERROR,
+            f"Cloud Tasks finished the task without a successful call ({seen})"))
     if failed and max_attempts is not None and 0 < max_attempts <= dispatches:
         return TaskOutcome(TaskPhase.FAILED, _cond(
             ConditionStatus.FALSE, TaskReason.TARGET_ERROR,
@@ -183,42 +175,73 @@ def task_outcome(
         f"({seen}); with Direct delivery the outcome cannot be observed"))
 
 
-def desired_task_status(
-    current: Mapping[str, Any] | None,
+def reconciler_task_part(
+    ready: Condition,
+    *,
+    generation: int | None = None,
+    task_name: str | None = None,
+    identity: Mapping[str, str] | None = None,
+) -> Part:
+    """The reconciler's part of a GcpTask status: Ready and what it created."""
+    fields: dict[str, Any] = {}
+    if generation is not None:
+        fields["observedGeneration"] = generation
+    if task_name is not None:
+        fields["taskName"] = task_name
+    if identity is not None:
+        fields["identity"] = dict(identity)
+    return Part(Owner.RECONCILER, fields, (ready,))
+
+
+def read_part(task: ObservedTask | None) -> Part:
+    """The poller's part from a fetched task: what Cloud Tasks reports of it (nothing when
+    it is gone: the last values read stay)."""
+    if task is None:
+        return Part(Owner.POLLER)
+    fields: dict[str, Any] = {
+        "dispatchCount": task.dispatch_count,
+        "responseCount": task.response_count,
+    }
+    if task.schedule_time is not None:
+        fields["scheduleTime"] = format_time(task.schedule_time)
+    if task.first_attempt_time is not None:
+        fields["firstAttemptTime"] = format_time(task.first_attempt_time)
+    return Part(Owner.POLLER, fields)
+
+
+def outcome_part(
+    owner: Owner,
+    current: Mapping[str, Any],
     *,
     now: datetime,
     created: bool,
     exists: bool,
-    generation: int | None = None,
-    ready: Condition | None = None,
-    task: ObservedTask | None = None,
+    attempt: ObservedAttempt | None = None,
     max_attempts: int | None = None,
     queue_paused: bool = False,
-) -> dict[str, Any]:
-    """The whole GcpTask status after one observation; pass it to `status_patch`.
+    extra: Mapping[str, Any] | None = None,
+) -> Part:
+    """The outcome owner's part (the poller in Direct delivery, the relay in Relay
+    delivery): phase, lastAttempt, completionTime and Succeeded, by `task_outcome`.
 
-    `completionTime` is stamped once, when the phase first becomes terminal.
+    `attempt` is the newest attempt the owner saw (a fetched task's, or the relay's own
+    with its HTTP status); a later read of the same attempt keeps what the first said.
+    `extra` are further fields of the owner (the relay's `operation`). `completionTime`
+    is stamped once, when the phase first becomes terminal.
     """
-    status: dict[str, Any] = dict(current or {})
-    if generation is not None:
-        status["observedGeneration"] = generation
-    if task is not None:
-        fields = task_fields(task)
-        old = status.get("lastAttempt") or {}
-        new = fields.get("lastAttempt")
-        if new is not None and old.get("attemptTime") == new["attemptTime"]:
-            # The same attempt the relay may already have recorded with more detail.
-            fields["lastAttempt"] = {**old, **new}
-        status.update(fields)
-    outcome = task_outcome(status, created=created, exists=exists,
-                           max_attempts=max_attempts, queue_paused=queue_paused)
-    status["phase"] = outcome.phase.value
-    cond_gen = status.get("observedGeneration")
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or ()]
-    if ready is not None:
-        conditions = set_condition(conditions, ready, generation=cond_gen, now=now)
-    conditions = set_condition(conditions, outcome.succeeded, generation=cond_gen, now=now)
-    status["conditions"] = conditions
-    if outcome.finished and not status.get("completionTime"):
-        status["completionTime"] = format_time(now)
-    return status
+    merged: dict[str, Any] = dict(current)
+    fields: dict[str, Any] = dict(extra or {})
+    merged.update(fields)
+    if attempt is not None:
+        old = merged.get("lastAttempt") or {}
+        new = attempt_fields(attempt)
+        if owner is Owner.POLLER and old.get("attemptTime") == new["attemptTime"]:
+            new = {**old, **new}  # a later read of the same attempt: keep what it said
+        fields["lastAttempt"] = new
+        merged["lastAttempt"] = new
+    outcome = task_outcome(merged, created=created, exists=exists, max_attempts=max_attempts,
+                           queue_paused=queue_paused, relay=owner is Owner.RELAY)
+    fields["phase"] = outcome.phase.value
+    if outcome.finished and not merged.get("completionTime"):
+        fields["completionTime"] = format_time(now)
+    return Part(owner, fields, (outcome.succeeded,))

@@ -13,8 +13,8 @@ from typing import TypeVar
 import grpc
 from google.api_core import exceptions as gexc
 
-from gcpcall.gcp.ratelimit import QuotaLimiter
 from gcpcall.observe.metrics import GOOGLE_CALLS
+from gcpcall.ratelimit import QuotaLimiter
 
 __all__ = ["CountedCalls", "code_of", "project_of"]
 

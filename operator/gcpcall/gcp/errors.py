@@ -9,41 +9,28 @@ the one redaction of credentials from error text in a single place.
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from dataclasses import dataclass
 from typing import Literal
 
+import aiohttp
 import grpc
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
+from gcpcall.api.observed import code_for_http_status, rpc_code_name
+from gcpcall.kube import KubeError
+
 __all__ = [
-    "FAST_BASE_SECONDS",
-    "FAST_CAP_SECONDS",
-    "SLOW_BASE_SECONDS",
-    "SLOW_CAP_SECONDS",
     "Backoff",
     "Classification",
-    "backoff_delay",
     "classify",
     "redact",
 ]
 
 Backoff = Literal["fast", "slow", "none"]
 
-FAST_BASE_SECONDS = 1.0
-FAST_CAP_SECONDS = 300.0
-SLOW_BASE_SECONDS = 60.0
-SLOW_CAP_SECONDS = 1800.0
 MAX_MESSAGE = 1024
-
-# HTTP statuses of REST-transport errors without a gRPC code, by AIP-193's mapping.
-_HTTP_TO_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                 404: "NOT_FOUND", 409: "ABORTED", 412: "FAILED_PRECONDITION",
-                 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL",
-                 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-                 504: "DEADLINE_EXCEEDED"}
 
 # code -> (retryable, reason, backoff)
 _BY_CODE: dict[str, tuple[bool, str, Backoff]] = {
@@ -106,7 +93,9 @@ def _code_and_detail(exc: BaseException) -> tuple[str, str] | None:
         if status is not None:
             code = str(status.name)
         else:
-            code = _HTTP_TO_CODE.get(int(exc.code or 0), "UNKNOWN")
+            # a REST-transport error without a gRPC code: AIP-193's mapping
+            http = int(exc.code or 0)
+            code = rpc_code_name(code_for_http_status(http)) if http >= 400 else "UNKNOWN"
         return code, str(exc.message)
     if isinstance(exc, grpc.RpcError):
         code_fn = getattr(exc, "code", None)
@@ -134,25 +123,17 @@ def classify(exc: BaseException) -> Classification:
         # RefreshError, DefaultCredentialsError...: the identity could not get a token.
         return Classification(True, "IdentityNotReady",
                               redact(f"{type(exc).__name__}: {exc}"), "slow", "UNAUTHENTICATED")
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError):
+    if isinstance(exc, KubeError):
+        # The Kubernetes API server answered with an error around a Google call (a status
+        # write, a Secret read): transient unless it says the request itself is wrong.
+        retryable = exc.status in (409, 429) or exc.status >= 500
+        return Classification(True, "GcpError" if retryable else "Unexpected",
+                              redact(f"Kubernetes API: {exc}"),
+                              "fast" if retryable else "slow", "UNAVAILABLE")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | OSError | aiohttp.ClientError):
+        # OSError covers ConnectionError and aiohttp's ClientConnectorError; aiohttp's
+        # ServerDisconnectedError is neither: the API server or an endpoint is unreachable.
         return Classification(True, "GcpError", redact(f"{type(exc).__name__}: {exc}"),
                               "fast", "UNAVAILABLE")
     return Classification(True, "Unexpected", redact(f"{type(exc).__name__}: {exc}"),
                           "slow", "UNKNOWN")
-
-
-def backoff_delay(attempt: int, classification: Classification,
-                  rng: random.Random) -> float | None:
-    """Seconds to wait before retry number `attempt` (0 for the first); None: don't retry.
-
-    Exponential with "equal jitter": between half and all of min(cap, base * 2**attempt),
-    so retries of many objects spread out but never come back immediately.
-    """
-    if not classification.retryable or classification.backoff == "none":
-        return None
-    if classification.backoff == "slow":
-        base, cap = SLOW_BASE_SECONDS, SLOW_CAP_SECONDS
-    else:
-        base, cap = FAST_BASE_SECONDS, FAST_CAP_SECONDS
-    ceiling = min(cap, base * 2.0 ** min(max(attempt, 0), 32))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)

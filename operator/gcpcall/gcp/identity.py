@@ -161,6 +161,40 @@ class IdentityResolver:
         token = await self._tokens.get(key, load)
         return GoogleIdentity(email=token.email, access_token=token.value)
 
+    async def call_token(
+        self, namespace: str, service_account: str | None, *, kind: str, email: str | None,
+        scope_or_audience: str,
+    ) -> str | None:
+        """The bearer token the relay puts on a target call, as Direct delivery would.
+
+        `kind` "oauth": an access token for `scope_or_audience`; "oidc": an ID token with
+        that audience. `email` other than the identity's own Google service account is
+        impersonated from the identity (generateAccessToken / generateIdToken), so the call
+        is made as the same account Cloud Scheduler would have used.
+        """
+        if kind == "oauth":
+            identity = await self.resolve(namespace, service_account, scopes=(scope_or_audience,))
+            if email is None or email == identity.email:
+                return identity.access_token
+        identity = await self.resolve(namespace, service_account)
+        target = email or identity.email
+        if not target:
+            raise IdentityNotReady("Configuration", "no Google service account to mint the "
+                                   "call's token for: set target.auth.serviceAccountEmail")
+        source = AccessToken(identity.access_token, identity.email)
+        key: TokenKey = (f"call-{kind}", namespace, service_account, target,
+                         (scope_or_audience,))
+
+        async def load() -> Expiring[AccessToken]:
+            if kind == "oauth":
+                token = await self._steps.generate_access_token(
+                    source, target, (scope_or_audience,), lifetime_seconds=self._token_lifetime)
+            else:
+                token = await self._steps.generate_id_token(source, target, scope_or_audience)
+            return Expiring(token, token.expires_at)
+
+        return (await self._tokens.get(key, load)).value
+
     def invalidate(self, namespace: str, service_account: str) -> None:
         """Forget cached tokens for a KSA (its annotation changed, it was deleted, or a
         service rejected its token); the next resolve reads the KSA and mints anew. In the

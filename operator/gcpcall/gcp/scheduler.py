@@ -19,7 +19,7 @@ from google.protobuf import field_mask_pb2
 
 from gcpcall.gcp.calls import CountedCalls
 from gcpcall.gcp.identity import GoogleIdentity
-from gcpcall.gcp.ratelimit import QuotaLimiter
+from gcpcall.ratelimit import QuotaLimiter
 
 __all__ = ["Job", "SchedulerAdapter", "token_email"]
 

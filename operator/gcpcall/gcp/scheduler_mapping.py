@@ -36,6 +36,7 @@ __all__ = [
     "observed_job",
     "plain_time",
     "update_mask",
+    "with_body",
 ]
 
 # Headers Cloud Scheduler adds or manages itself; they are not drift.
@@ -190,3 +191,10 @@ def observed_job(job: scheduler_v1.Job) -> ObservedJob:
         status_message=str(job.status.message) if has_status else "",
         user_update_time=plain_time(job.user_update_time),
     )
+
+
+def with_body(job: scheduler_v1.Job, body: bytes) -> scheduler_v1.Job:
+    """A copy of `job` whose HTTP target sends `body` (a ConfigMap/Secret body read again)."""
+    copy: scheduler_v1.Job = scheduler_v1.Job.deserialize(scheduler_v1.Job.serialize(job))
+    copy.http_target.body = body
+    return copy

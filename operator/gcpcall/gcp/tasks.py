@@ -20,8 +20,8 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from gcpcall.api.observed import ObservedQueue, ObservedTask
 from gcpcall.gcp.calls import CountedCalls
 from gcpcall.gcp.identity import GoogleIdentity
-from gcpcall.gcp.ratelimit import QuotaLimiter
 from gcpcall.gcp.tasks_mapping import observed_queue, observed_task
+from gcpcall.ratelimit import QuotaLimiter
 
 __all__ = ["TasksAdapter"]
 

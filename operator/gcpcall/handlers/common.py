@@ -12,10 +12,10 @@ from typing import Any
 import kopf
 
 from gcpcall.reconcile.deps import Deps
+from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.outcome import Outcome, backoff_delay
-from gcpcall.reconcile.scheduled import ObjectView
 
-__all__ = ["GROUP", "VERSION", "deps_of", "offer_deletion", "raise_for"]
+__all__ = ["GROUP", "VERSION", "deps_of", "follow_deletion", "raise_for"]
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
@@ -42,19 +42,19 @@ def raise_for(outcome: Outcome, retry: int) -> None:
 Delete = Callable[[ObjectView, Deps], Awaitable[Outcome]]
 
 
-def offer_deletion(event: Mapping[str, Any], body: kopf.Body, memo: Any, kind: str,
-                   plural: str, delete: Delete) -> None:
-    """Hand a deleting object to the deletion runner; forget one that is gone.
+def follow_deletion(event: Mapping[str, Any], body: kopf.Body, memo: Any, kind: str,
+                    plural: str, delete: Delete) -> None:
+    """Hand a deleting object to the deletion runner; forget one that is gone everywhere.
 
     Why not `@kopf.on.delete`: kopf's own finalizer would then be added in a patch of its
     own before the creation handler runs (see `reconcile.finalizer`).
     """
     deps = deps_of(memo)
     if event.get("type") == "DELETED":
-        uid = str(body.metadata.uid or "")
-        deps.deletions.gone(uid)
+        view = ObjectView.from_body(body, kind, plural)
+        deps.forget(view.ref)
         for forget in getattr(memo, "forget", ()):
-            forget(uid)
+            forget(view.ref.uid)
         return
     if not body.metadata.get("deletionTimestamp"):
         return

@@ -1,9 +1,10 @@
 """kopf handlers for GcpTask: thin, each calls one reconcile function.
 
 Why thin: everything worth testing lives in `reconcile/gcptask.py` and the poller, where
-it runs without kopf; here we only translate kopf's callbacks and retries. There is no
-handler for spec edits: the CRD refuses them (a GcpTask is one call, made once), so an
-update is a metadata change that the reconcile answers without a Google call.
+it runs without kopf; here we only translate kopf's callbacks and retries. Only
+`deletionPolicy` and `ttlSecondsAfterFinished` may change after creation (the CRD refuses
+other edits: a GcpTask is one call, made once), so an update is answered without a Google
+call.
 """
 
 from __future__ import annotations
@@ -12,13 +13,7 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import (
-    GROUP,
-    VERSION,
-    deps_of,
-    offer_deletion,
-    raise_for,
-)
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, follow_deletion, raise_for
 from gcpcall.reconcile.gcptask import (
     KIND,
     PLURAL,
@@ -26,7 +21,7 @@ from gcpcall.reconcile.gcptask import (
     reconcile_gcp_task,
     resume_gcp_task,
 )
-from gcpcall.reconcile.scheduled import ObjectView
+from gcpcall.reconcile.objects import ObjectView
 
 __all__: list[str] = []
 
@@ -37,15 +32,16 @@ def _view(body: kopf.Body) -> ObjectView:
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+async def create_cloud_task(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     raise_for(await reconcile_gcp_task(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def resume(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+async def resume_task_polling(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def delete(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    offer_deletion(event, body, memo, KIND, PLURAL, delete_gcp_task)
+async def watch_for_deletion(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
+                             **_: Any) -> None:
+    follow_deletion(event, body, memo, KIND, PLURAL, delete_gcp_task)

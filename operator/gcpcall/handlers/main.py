@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import random
 from collections.abc import Sequence
 
@@ -17,6 +16,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from gcpcall.handlers import gcptask, scheduled, startup
+from gcpcall.observe.logs import setup_logging
 
 __all__ = ["run_operator"]
 
@@ -30,16 +30,15 @@ def run_operator(argv: Sequence[str]) -> int:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                         help="kopf liveness endpoint URL")
     parser.add_argument("--metrics-port", type=int, default=9090, help="0 disables metrics")
+    parser.add_argument("--metrics-address", default="0.0.0.0",  # noqa: S104 - a pod's port
+                        help="address the metrics endpoint listens on")
     parser.add_argument("--peering", default=None,
                         help="kopf peering object name (with more than one replica)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(list(argv))
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose)
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

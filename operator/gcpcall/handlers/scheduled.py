@@ -1,7 +1,8 @@
 """kopf handlers for ScheduledGcpCall: thin, each calls one reconcile function.
 
 Why thin: everything worth testing lives in `reconcile/` and below, where it can run
-without kopf; here we only translate kopf's callbacks and retries.
+without kopf; here we only translate kopf's callbacks and retries. The names are what
+kopf's log says ("Handler 'apply_spec' succeeded"), so they say what happens.
 """
 
 from __future__ import annotations
@@ -10,23 +11,17 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import (
-    GROUP,
-    VERSION,
-    deps_of,
-    offer_deletion,
-    raise_for,
-)
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, follow_deletion, raise_for
+from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.scheduled import (
-    ObjectView,
+    KIND,
+    PLURAL,
     delete_scheduled_call,
     reconcile_scheduled_call,
     resume_scheduled_call,
 )
 
 __all__: list[str] = []
-
-KIND, PLURAL = "ScheduledGcpCall", "scheduledgcpcalls"
 
 
 def _view(body: kopf.Body) -> ObjectView:
@@ -35,15 +30,16 @@ def _view(body: kopf.Body) -> ObjectView:
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+async def apply_spec_to_job(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     raise_for(await reconcile_scheduled_call(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def resume(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def delete(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    offer_deletion(event, body, memo, KIND, PLURAL, delete_scheduled_call)
+async def watch_for_deletion(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
+                             **_: Any) -> None:
+    follow_deletion(event, body, memo, KIND, PLURAL, delete_scheduled_call)

@@ -11,25 +11,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import grpc
 import kopf
 
 from gcpcall.api.settled import settled
 from gcpcall.config import Settings
-from gcpcall.gcp.channels import open_channel
-from gcpcall.gcp.identity import IdentityResolver
-from gcpcall.gcp.scheduler import SchedulerAdapter
-from gcpcall.gcp.tasks import TasksAdapter
+from gcpcall.gcp.clients import GoogleClients
 from gcpcall.handlers.storage import HandledInMemory, ProgressInMemory
 from gcpcall.kube import KubeClient, load_connection
-from gcpcall.observe.events import EventRecorder
-from gcpcall.reconcile.deps import Deps, NamespaceDefaults
-from gcpcall.reconcile.finalizer import Deletions
-from gcpcall.reconcile.status_writer import StatusWriter
-from gcpcall.reconcile.sync import ScheduledSync
-from gcpcall.reconcile.task_poller import TaskPoller
+from gcpcall.reconcile.deps import Deps, build_deps
+from gcpcall.relay.main import RunningRelay, start_relay
 
-__all__ = ["build_deps"]
+__all__: list[str] = []
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +41,6 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         private_key_path=conn.key_path,
         default_namespace=conn.default_namespace,
     )
-
-
-def build_deps(settings: Settings, kube: KubeClient) -> tuple[Deps, list[grpc.aio.Channel]]:
-    """Everything the reconcilers use, and the channels to close at shutdown."""
-    scheduler_channel = open_channel(settings.endpoints.scheduler, settings.endpoints)
-    deps = Deps(
-        settings=settings,
-        kube=kube,
-        identities=IdentityResolver(settings, kube),
-        scheduler=SchedulerAdapter(scheduler_channel),
-        status=StatusWriter(kube),
-        events=EventRecorder(kube, per_second=settings.events_per_second),
-        namespaces=NamespaceDefaults(kube),
-        deletions=Deletions(kube),
-    )
-    tasks_channel = open_channel(settings.endpoints.tasks, settings.endpoints)
-    deps.tasks = TasksAdapter(tasks_channel)
-    deps.scheduled_sync = ScheduledSync(deps)
-    deps.task_poller = TaskPoller(deps, deps.tasks)
-    return deps, [scheduler_channel, tasks_channel]
 
 
 @kopf.on.startup()
@@ -91,11 +63,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.worker_limit = 200
     settings.batching.idle_timeout = 0.5
     ours = Settings.from_env()
-    deps, memo.channels = build_deps(ours, KubeClient(load_connection()))
+    clients = GoogleClients.open(ours.endpoints)
+    memo.clients = clients
+    deps = build_deps(ours, KubeClient(load_connection()), clients.scheduler, clients.tasks)
     memo.deps = deps
-    for loop in (deps.scheduled_sync, deps.task_poller):
-        if loop is not None:
-            loop.start()
+    for loop in deps.loops:
+        loop.start()
+    memo.relay = await start_relay(deps)
     log.info(
         "gcpcall-operator started: cluster=%s identity=%s scheduler=%s",
         ours.cluster_name, ours.identity_mode, ours.endpoints.scheduler,
@@ -107,12 +81,14 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     deps = getattr(memo, "deps", None)
     if not isinstance(deps, Deps):
         return
-    for loop in (deps.scheduled_sync, deps.task_poller):
-        if loop is not None:
-            await loop.stop()
-    await deps.deletions.stop()
-    for channel in getattr(memo, "channels", []):
-        await channel.close()
+    relay = getattr(memo, "relay", None)
+    if isinstance(relay, RunningRelay):
+        await relay.stop()
+    for loop in deps.loops:
+        await loop.stop()
+    clients = getattr(memo, "clients", None)
+    if isinstance(clients, GoogleClients):
+        await clients.close()
     await deps.events.flush()
     await deps.identities.close()
     await deps.kube.close()

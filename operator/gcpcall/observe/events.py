@@ -13,9 +13,9 @@ import datetime
 import logging
 from collections import deque
 
-from gcpcall.gcp.ratelimit import TokenBucket
 from gcpcall.kube import KubeClient, KubeError, ObjectRef
 from gcpcall.observe.metrics import EVENTS_DROPPED
+from gcpcall.ratelimit import TokenBucket
 
 __all__ = ["EventRecorder"]
 
@@ -119,8 +119,6 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            await self.kube.request(
-                "POST", f"/api/v1/namespaces/{ref.namespace}/events", body=body
-            )
+            await self.kube.create_event(ref.namespace, body)
         except (KubeError, OSError) as e:
             log.warning("could not post event %s for %s/%s: %s", reason, ref.namespace, ref.name, e)

@@ -16,14 +16,16 @@ again and retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from gcpcall.clock import SYSTEM, Clock
 from gcpcall.kube import KubeClient, KubeError, ObjectRef
+from gcpcall.observe.metrics import TRACKED
+from gcpcall.reconcile.loop import BackgroundLoop
 from gcpcall.reconcile.outcome import Outcome, backoff_delay
 
 __all__ = ["FINALIZER", "Deletions", "Held", "hold", "release"]
@@ -55,7 +57,7 @@ class Snapshot:
 
 
 async def _fresh(ref: ObjectRef, kube: KubeClient) -> Snapshot | None:
-    doc = await kube.get(ref.path)
+    doc = await kube.get_object(ref)
     meta: dict[str, Any] = (doc or {}).get("metadata") or {}
     if doc is None or (ref.uid and meta.get("uid") != ref.uid):
         return None
@@ -149,21 +151,26 @@ class _Deleting:
     cleanup: Cleanup
     finalizers: tuple[str, ...]
     spec: Any
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    due: float = 0.0
+    attempt: int = 0
+    changed: bool = False  # the spec changed while a cleanup ran: try again at once
     task: asyncio.Task[None] | None = None
 
 
-class Deletions:
-    """One background cleanup per deleting object that carries our finalizer.
+class Deletions(BackgroundLoop):
+    """One cleanup at a time per deleting object that carries our finalizer.
 
     The watch offers every event of a deleting object: the first starts the cleanup, later
     ones replace what it works from, and a changed spec (say, `deletionPolicy` switched to
-    Abandon on a blocked deletion) wakes a waiting retry at once. When the cleanup says
+    Abandon on a blocked deletion) makes a waiting retry due at once. When the cleanup says
     done, the finalizer goes and the object with it. A restart loses nothing: the initial
     listing offers every object still being deleted.
     """
 
-    def __init__(self, kube: KubeClient) -> None:
+    name = "deletions"
+
+    def __init__(self, kube: KubeClient, clock: Clock = SYSTEM) -> None:
+        super().__init__(clock)
         self.kube = kube
         self._active: dict[str, _Deleting] = {}
 
@@ -176,51 +183,66 @@ class Deletions:
             changed = spec != current.spec
             current.cleanup, current.finalizers, current.spec = cleanup, tuple(finalizers), spec
             if changed:
-                current.wake.set()
+                current.changed = True
+                current.due = self.clock.monotonic()
+                self.wake()
             return
-        entry = _Deleting(ref, cleanup, tuple(finalizers), spec)
-        self._active[ref.uid] = entry
-        entry.task = asyncio.create_task(self._run(entry), name=f"delete {ref.name}")
+        self._active[ref.uid] = _Deleting(ref, cleanup, tuple(finalizers), spec,
+                                          due=self.clock.monotonic())
+        TRACKED.labels(self.name).set(len(self._active))
+        self.wake()
 
     def gone(self, uid: str) -> None:
         """The object is gone from the API: stop whatever still runs for it."""
         entry = self._active.pop(uid, None)
+        TRACKED.labels(self.name).set(len(self._active))
         if entry is not None and entry.task is not None:
             entry.task.cancel()
 
     def active(self) -> int:
         return len(self._active)
 
+    tracked = active
+
     async def stop(self) -> None:
+        await super().stop()
         tasks = [e.task for e in self._active.values() if e.task is not None]
         self._active.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, entry: _Deleting) -> None:
-        attempt = 0
-        try:
-            while True:
-                entry.wake.clear()
-                try:
-                    outcome = await entry.cleanup()
-                    if outcome.retry_after is None:
-                        await release(entry.ref, entry.finalizers, self.kube)
-                        return
-                    reason = outcome.reason
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("cleanup of %s/%s failed", entry.ref.namespace, entry.ref.name)
-                    outcome, reason = Outcome(0.0), "Unexpected"
-                delay = outcome.retry_after or backoff_delay(attempt)
-                attempt += 1
-                log.info("deletion of %s/%s waits %.0fs (%s)",
-                         entry.ref.namespace, entry.ref.name, delay, reason or "retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(entry.wake.wait(), delay)
-        finally:
-            if self._active.get(entry.ref.uid) is entry:
-                del self._active[entry.ref.uid]
+    async def step(self) -> float:
+        now = self.clock.monotonic()
+        for entry in list(self._active.values()):
+            if entry.task is None and entry.due <= now:
+                entry.changed = False
+                entry.task = asyncio.create_task(self._attempt(entry),
+                                                 name=f"delete {entry.ref.name}")
+        waiting = [e.due for e in self._active.values() if e.task is None]
+        return min(waiting, default=float("inf"))
 
+    async def _attempt(self, entry: _Deleting) -> None:
+        try:
+            try:
+                outcome = await entry.cleanup()
+                if outcome.retry_after is None:
+                    await release(entry.ref, entry.finalizers, self.kube)
+                    if self._active.get(entry.ref.uid) is entry:
+                        del self._active[entry.ref.uid]
+                        TRACKED.labels(self.name).set(len(self._active))
+                    return
+                reason = outcome.reason
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cleanup of %s/%s failed", entry.ref.namespace, entry.ref.name)
+                outcome, reason = Outcome(0.0), "Unexpected"
+            delay = outcome.retry_after or backoff_delay(entry.attempt)
+            entry.attempt += 1
+            log.info("deletion of %s/%s waits %.0fs (%s)",
+                     entry.ref.namespace, entry.ref.name, delay, reason or "retrying")
+            entry.due = self.clock.monotonic() + (0.0 if entry.changed else delay)
+        finally:
+            entry.task = None
+            self.wake()

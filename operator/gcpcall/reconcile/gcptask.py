@@ -4,43 +4,45 @@ Why this shape: a Cloud Task cannot be updated and its id is derived from the ob
 uid, so "create" is the only write and it is safe to repeat: CreateTask with that id, and
 ALREADY_EXISTS means an earlier attempt (before a crash) created it, so GET it; NOT_FOUND
 on that GET means it already ran and Cloud Tasks deleted it. Everything after the create
-(attempts, outcome) is the poller's (`task_poller`), which reads only unfinished tasks.
+(attempts, outcome) is the poller's (`task_poller`) or, with Relay delivery, the relay's.
 Deletion honours `deletionPolicy` and calls nothing for a finished task. Errors are
-classified once (`gcp.errors.classify`); a missing queue is waited for by the poller with
-one GetQueue per queue rather than a retried CreateTask per object.
+classified once (`gcp.errors.classify`); a missing queue is waited for with one GetQueue
+per queue (`task_queues`) rather than a retried CreateTask per object.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from gcpcall.api import naming
-from gcpcall.api.common import DeletionPolicy, RelayTarget
+from gcpcall.api.common import DeletionPolicy
 from gcpcall.api.conditions import find_condition
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
 from gcpcall.api.observed import ObservedTask
+from gcpcall.api.ownership import Owner, Part
 from gcpcall.api.status import ReadyReason, ready_condition
-from gcpcall.api.task_status import TERMINAL_PHASES, desired_task_status
+from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part, read_part, reconciler_task_part
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady
-from gcpcall.gcp.tasks import TasksAdapter
 from gcpcall.gcp.tasks_mapping import desired_task
 from gcpcall.reconcile.deps import Deps
-from gcpcall.reconcile.inputs import resolve_body
-from gcpcall.reconcile.outcome import Outcome
-from gcpcall.reconcile.scheduled import (
+from gcpcall.reconcile.inputs import BodySourceMissing, resolve_body
+from gcpcall.reconcile.objects import (
     ObjectGone,
     ObjectView,
     defaults_for,
     holding_finalizer,
     identity_key,
-    refuse_relay,
+    ready_reason,
 )
-from gcpcall.reconcile.task_poller import TaskPoller, Watched, report
+from gcpcall.reconcile.outcome import Outcome
+from gcpcall.reconcile.relay_target import RelayUnavailable, relay_target
+from gcpcall.reconcile.status_writer import Contribute, Written
+from gcpcall.reconcile.task_events import post_transitions
+from gcpcall.reconcile.task_poller import Watched
 
 __all__ = [
     "KIND",
@@ -55,51 +57,32 @@ log = logging.getLogger(__name__)
 KIND, PLURAL = "GcpTask", "gcptasks"
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _poller(deps: Deps) -> TaskPoller:
-    assert deps.task_poller is not None, "the poller is built at startup"
-    return deps.task_poller
-
-
-def _tasks(deps: Deps) -> TasksAdapter:
-    assert deps.tasks is not None, "the Cloud Tasks adapter is built at startup"
-    return deps.tasks
-
-
 def _ttl(obj: ObjectView) -> int | None:
     raw = obj.spec.get("ttlSecondsAfterFinished")
     return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else None
 
 
-def _created(obj: ObjectView) -> datetime.datetime:
-    return obj.created or _now()
-
-
 async def _write(
     obj: ObjectView, deps: Deps, reason: ReadyReason, message: str, *,
-    created: bool = False, exists: bool = False, task: ObservedTask | None = None,
-    extra: Mapping[str, Any] | None = None, **rule: Any,
-) -> tuple[dict[str, Any], bool]:
-    """The one way this reconcile reports: Ready, the phase rule, and what it observed.
-    Returns the status and whether it changed (events are posted for changes only, so a
-    restart does not repeat them)."""
-    current = deps.status.known(obj.ref, obj.status)
-    desired = desired_task_status(
-        current, now=_now(), created=created, exists=exists, generation=obj.generation,
-        ready=ready_condition(reason, message), task=task, **rule,
-    )
-    desired.update(extra or {})
-    return desired, await report(deps, obj.ref, current, desired)
-
-
-def _relay_target(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> RelayTarget | None:
-    """Where a Relay task would be sent. The relay is not shipped in this version, so Relay
-    is refused (InvalidSpec on spec.delivery), as for ScheduledGcpCall."""
-    refuse_relay(spec.delivery)
-    return None
+    created: bool = False, task: ObservedTask | None = None, max_attempts: int | None = None,
+    queue_paused: bool = False, **fields: Any,
+) -> Written | None:
+    """Ready (and what was created), with the outcome owner's phase for that moment, in
+    one write; events for its transitions."""
+    parts: list[Part | Contribute] = [reconciler_task_part(
+        ready_condition(reason, message), generation=obj.generation, **fields)]
+    if created:
+        parts.append(read_part(task))
+    owner = Owner.RELAY if obj.relay else Owner.POLLER
+    now = deps.clock.now()
+    parts.append(lambda status: outcome_part(
+        owner, status, now=now, created=created, exists=task is not None,
+        attempt=task.last_attempt if task is not None and not obj.relay else None,
+        max_attempts=max_attempts, queue_paused=queue_paused))
+    deps.status.seen(obj.ref, obj.body or {})
+    written = await deps.status.write(obj.ref, obj.relay, *parts)
+    post_transitions(deps.events, obj.ref, written)
+    return written
 
 
 def _task_name(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> str:
@@ -107,13 +90,19 @@ def _task_name(spec: GcpTaskSpec, obj: ObjectView, deps: Deps) -> str:
                             obj.ref.namespace, obj.ref.name, obj.ref.uid)
 
 
-def _identity_status(spec: GcpTaskSpec, identity: GoogleIdentity) -> dict[str, Any]:
+def _identity_status(spec: GcpTaskSpec, identity: GoogleIdentity) -> dict[str, str]:
     out: dict[str, str] = {}
     if spec.service_account_name:
         out["serviceAccountName"] = spec.service_account_name
     if identity.email:
         out["googleServiceAccount"] = identity.email
-    return {"identity": out} if out else {}
+    return out
+
+
+def _ready_reason_of(status: Mapping[str, Any]) -> str | None:
+    ready = find_condition(status.get("conditions"), "Ready") or {}
+    reason = ready.get("reason")
+    return str(reason) if reason else None
 
 
 def _is_created(status: Mapping[str, Any]) -> bool:
@@ -122,10 +111,10 @@ def _is_created(status: Mapping[str, Any]) -> bool:
 
 def _watched(obj: ObjectView, deps: Deps, spec: GcpTaskSpec, name: str) -> Watched:
     return Watched(
-        ref=obj.ref, namespace=obj.ref.namespace, service_account=spec.service_account_name,
-        group=(identity_key(obj.ref.namespace, spec.service_account_name, deps),
+        ref=obj.ref, service_account=spec.service_account_name,
+        group=(identity_key(obj.ref.namespace, spec.service_account_name, deps.settings),
                spec.queue_name),
-        task_name=name, seed=dict(obj.status), ttl_seconds=spec.ttl_seconds_after_finished,
+        task_name=name, relay=obj.relay, ttl_seconds=spec.ttl_seconds_after_finished,
     )
 
 
@@ -134,24 +123,28 @@ async def reconcile_gcp_task(
 ) -> Outcome:
     """Create the task once; report it. Returns when to try again, if at all.
 
-    `queue_seen`: the poller just found the queue this object was waiting for.
+    `queue_seen`: the queue this object was waiting for was just found.
     """
+    deps.status.seen(obj.ref, obj.body or {})
     status = deps.status.known(obj.ref, obj.status)
     if status.get("phase") in TERMINAL_PHASES:
-        _poller(deps).finished(obj.ref, _ttl(obj), status)
+        deps.poller.finished(obj.ref, _ttl(obj), status)
         return Outcome.done()  # finished tasks cost nothing
-    if _is_created(status) and _poller(deps).watching(obj.ref):
+    if _is_created(status) and deps.poller.watching(obj.ref):
         return Outcome.done()  # a metadata edit: the poller already follows the task
 
     try:
-        spec = parse_gcp_task(obj.spec, await defaults_for(obj, deps))
-        relay = _relay_target(spec, obj, deps)
+        spec = parse_gcp_task(obj.spec, await defaults_for(obj, deps.settings, deps.namespaces))
+        relay = relay_target(spec.delivery, deps.settings, obj.ref)
     except InvalidSpec as e:
         return await _invalid(obj, deps, e)
+    except RelayUnavailable as e:
+        if await _write(obj, deps, ReadyReason.RELAY_NOT_CONFIGURED, str(e)) is not None:
+            deps.events.warning(obj.ref, "RelayNotConfigured", str(e))
+        return Outcome.done()
     if _is_created(status):
         # Created before a restart: the poller takes it from here, no Google call now.
-        name = str(status["taskName"])
-        _poller(deps).watch(_watched(obj, deps, spec, name), soon=True)
+        deps.poller.watch(_watched(obj, deps, spec, str(status["taskName"])), soon=True)
         return Outcome.done()
     if not queue_seen and _ready_reason_of(status) == ReadyReason.QUEUE_NOT_FOUND.value:
         # Still waiting for its queue (say, after a restart): a GetQueue decides, not a
@@ -166,16 +159,23 @@ async def reconcile_gcp_task(
         return Outcome.retry_slow("IdentityNotReady")
 
     try:
-        body = await resolve_body(spec.target, obj.ref.namespace, deps.kube)
+        body = None if relay is not None else await resolve_body(
+            spec.target, obj.ref.namespace, deps.kube)
         desired = desired_task(spec, _task_name(spec, obj, deps), identity.email,
-                               _created(obj), body=body, relay=relay)
+                               obj.created or deps.clock.now(), body=body, relay=relay)
     except InvalidSpec as e:
         return await _invalid(obj, deps, e)
+    except BodySourceMissing as e:
+        message = f"{e.field}: {e.message}"
+        reason = ReadyReason.PERMISSION_DENIED if e.forbidden else ReadyReason.BODY_SOURCE_NOT_FOUND
+        if await _write(obj, deps, reason, message) is not None:
+            deps.events.warning(obj.ref, reason.value, message)
+        return Outcome(0.0, reason.value)  # it may appear (or be granted) at any time
 
     try:
         # The finalizer goes on in parallel with the create and the status that reports it.
         task, fresh, written = await holding_finalizer(
-            obj, deps, _create_and_report(obj, deps, spec, desired, identity))
+            obj, deps.kube, _create_and_report(obj, deps, spec, desired, identity))
     except ObjectGone:
         # Deleted while the task was being created, so no deletion will come for it here.
         if spec.deletion_policy is not DeletionPolicy.ABANDON:
@@ -188,11 +188,12 @@ async def reconcile_gcp_task(
     else:
         state = "found" if task is not None else "found that it already ran:"
         deps.events.normal(obj.ref, "Created", f"{state} Cloud Task {desired.name} "
-                                                     "(created before a restart)")
-    if written.get("phase") in TERMINAL_PHASES:
-        _poller(deps).finished(obj.ref, spec.ttl_seconds_after_finished, written)
+                                               "(created before a restart)")
+    after = written.after if written is not None else deps.status.known(obj.ref)
+    if after.get("phase") in TERMINAL_PHASES:
+        deps.poller.finished(obj.ref, spec.ttl_seconds_after_finished, after)
     else:
-        _poller(deps).watch(_watched(obj, deps, spec, desired.name), observed=task)
+        deps.poller.watch(_watched(obj, deps, spec, desired.name), observed=task)
     return Outcome.done()
 
 
@@ -207,19 +208,19 @@ class _CreateFailed(Exception):
 
 async def _create_and_report(
     obj: ObjectView, deps: Deps, spec: GcpTaskSpec, desired: Any, identity: GoogleIdentity
-) -> tuple[ObservedTask | None, bool, dict[str, Any]]:
-    """Create the task once, then write the status that says so: (task, fresh, status)."""
+) -> tuple[ObservedTask | None, bool, Written | None]:
+    """Create the task once, then write the status that says so: (task, fresh, written)."""
     try:
         task, fresh = await _create_once(deps, desired, identity)
     except Exception as exc:  # every Google error ends up in status, classified once
         raise _CreateFailed(exc) from exc
-    queue = await _poller(deps).queue_info(spec.queue_name, identity)
+    queue = await deps.queues.get(spec.queue_name, identity)
     message = f"the task exists in Cloud Tasks queue {spec.queue_name}"
-    written, _ = await _write(
-        obj, deps, ReadyReason.CREATED, message, created=True, exists=task is not None,
-        task=task, max_attempts=queue.max_attempts if queue else None,
+    written = await _write(
+        obj, deps, ReadyReason.CREATED, message, created=True, task=task,
+        max_attempts=queue.max_attempts if queue else None,
         queue_paused=bool(queue and queue.paused),
-        extra={"taskName": desired.name, **_identity_status(spec, identity)},
+        task_name=desired.name, identity=_identity_status(spec, identity),
     )
     return task, fresh, written
 
@@ -229,18 +230,17 @@ async def _create_once(
 ) -> tuple[ObservedTask | None, bool]:
     """(task, created now). ALREADY_EXISTS: created before, so GET it; None: it already
     ran and Cloud Tasks deleted it."""
-    tasks = _tasks(deps)
     try:
-        return await tasks.create_task(desired, identity), True
+        return await deps.tasks.create_task(desired, identity), True
     except Exception as exc:
         if classify(exc).reason != "AlreadyExists":
             raise
-    return await tasks.get_task(desired.name, identity), False
+    return await deps.tasks.get_task(desired.name, identity), False
 
 
 async def _delete_orphan(deps: Deps, name: str, identity: GoogleIdentity) -> None:
     try:
-        await _tasks(deps).delete_task(name, identity)
+        await deps.tasks.delete_task(name, identity)
     except Exception as exc:
         log.warning("task %s outlived its deleted object and could not be deleted: %s",
                     name, classify(exc).message)
@@ -248,24 +248,18 @@ async def _delete_orphan(deps: Deps, name: str, identity: GoogleIdentity) -> Non
 
 async def _invalid(obj: ObjectView, deps: Deps, e: InvalidSpec) -> Outcome:
     message = f"{e.field}: {e.message}"
-    _, changed = await _write(obj, deps, ReadyReason.INVALID_SPEC, message)
-    if changed:
+    if await _write(obj, deps, ReadyReason.INVALID_SPEC, message) is not None:
         deps.events.warning(obj.ref, "InvalidSpec", message)
     return Outcome.done()  # the spec is immutable: nothing to retry
-
-
-def _ready_reason_of(status: Mapping[str, Any]) -> str | None:
-    ready = find_condition(status.get("conditions"), "Ready") or {}
-    reason = ready.get("reason")
-    return str(reason) if reason else None
 
 
 def _wait_for_queue(obj: ObjectView, deps: Deps, spec: GcpTaskSpec) -> None:
     async def retry() -> None:
         await reconcile_gcp_task(obj, deps, queue_seen=True)
 
-    _poller(deps).wait_for_queue(obj.ref, spec.queue_name, obj.ref.namespace,
-                                 spec.service_account_name, retry)
+    deps.poller.forget(obj.ref.uid)
+    deps.queue_waits.wait(obj.ref.uid, spec.queue_name, obj.ref.namespace,
+                          spec.service_account_name, retry)
 
 
 async def _create_failed(
@@ -276,25 +270,16 @@ async def _create_failed(
         # Cloud Tasks answers CreateTask in a missing queue with FAILED_PRECONDITION.
         message = (f"queue {spec.queue_name} does not exist ({c.message}); the task is "
                    "created as soon as it does")
-        _, changed = await _write(obj, deps, ReadyReason.QUEUE_NOT_FOUND, message)
-        if changed:
+        if await _write(obj, deps, ReadyReason.QUEUE_NOT_FOUND, message) is not None:
             deps.events.warning(obj.ref, "QueueNotFound", message)
         _wait_for_queue(obj, deps, spec)
         return Outcome.done()
     if c.reason == "Unexpected":
         log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name,
                       exc_info=exc)
-    _, changed = await _write(obj, deps, _ready_reason(c.reason), c.message)
-    if changed:
+    if await _write(obj, deps, ready_reason(c.reason), c.message) is not None:
         deps.events.warning(obj.ref, "Failed", c.message)
     return Outcome.retry(c) if c.retryable else Outcome.done()
-
-
-def _ready_reason(reason: str) -> ReadyReason:
-    try:
-        return ReadyReason(reason)
-    except ValueError:  # "Unexpected", "AlreadyExists": transient as far as users see
-        return ReadyReason.GCP_ERROR
 
 
 async def resume_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
@@ -306,8 +291,8 @@ async def resume_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
 async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
     """Delete: a task that has not finished is deleted with the object (`Delete`) or left
     to run (`Abandon`); a finished one needs no call at all."""
-    poller = _poller(deps)
-    poller.forget(obj.ref)
+    deps.poller.forget(obj.ref.uid)
+    deps.queue_waits.forget(obj.ref.uid)
     status = deps.status.known(obj.ref, obj.status)
     if status.get("phase") in TERMINAL_PHASES:
         deps.status.forget(obj.ref)
@@ -315,14 +300,15 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
     if obj.spec.get("deletionPolicy") == DeletionPolicy.ABANDON.value:
         if status.get("taskName"):
             deps.events.normal(obj.ref, "Abandoned",
-                                     f"kept Cloud Task {status['taskName']} to run")
+                               f"kept Cloud Task {status['taskName']} to run")
         deps.status.forget(obj.ref)
         return Outcome.done()
-    ready = find_condition(status.get("conditions"), "Ready") or {}
-    never_created = not status.get("taskName") and ready.get("reason") in (
-        ReadyReason.INVALID_SPEC.value, ReadyReason.IDENTITY_NOT_READY.value)
+    never_created = not status.get("taskName") and _ready_reason_of(status) in (
+        ReadyReason.INVALID_SPEC.value, ReadyReason.IDENTITY_NOT_READY.value,
+        ReadyReason.BODY_SOURCE_NOT_FOUND.value)
     try:
-        spec = parse_gcp_task(obj.spec, await defaults_for(obj, deps))
+        spec: GcpTaskSpec | None = parse_gcp_task(
+            obj.spec, await defaults_for(obj, deps.settings, deps.namespaces))
     except InvalidSpec:
         spec = None
     name = status.get("taskName") or (spec and _task_name(spec, obj, deps))
@@ -334,12 +320,13 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         obj.spec.get("serviceAccountName") or deps.settings.default_service_account)
     try:
         identity = await deps.identities.resolve(obj.ref.namespace, ksa)
-        deleted = await _tasks(deps).delete_task(str(name), identity)
+        deleted = await deps.tasks.delete_task(str(name), identity)
     except Exception as exc:
         message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
-        _, changed = await _write(obj, deps, ReadyReason.DELETION_BLOCKED, message,
-                                  created=bool(status.get("taskName")), exists=True)
-        if changed:
+        deps.status.seen(obj.ref, obj.body or {})
+        written = await deps.status.write(obj.ref, obj.relay, reconciler_task_part(
+            ready_condition(ReadyReason.DELETION_BLOCKED, message), generation=obj.generation))
+        if written is not None:
             deps.events.warning(obj.ref, "DeletionBlocked", message)
         return Outcome.retry_deletion()
     if deleted:

@@ -1,20 +1,32 @@
 """Inputs a spec refers to but does not contain: a body kept in a ConfigMap or Secret.
 
-Why a separate step: parsing (api/) is pure, reading Kubernetes is I/O. A missing object or
-key is the user's to fix, so it is reported as InvalidSpec naming the field; a Secret the
-operator may not read says which permission the namespace must grant (the operator has no
-cluster-wide access to Secrets, on purpose).
+Why a separate step: parsing (api/) is pure, reading Kubernetes is I/O. A missing object
+or key is a dependency that is not there yet (Argo CD or External Secrets may create it a
+moment later), not a bad spec: `BodySourceMissing` makes the reconcile retry with backoff,
+and the object converges by itself once it appears. A Secret the operator may not read
+says which permission the namespace must grant (the operator has no cluster-wide access
+to Secrets, on purpose); that too may be granted later, so it is retried the same way.
 """
 
 from __future__ import annotations
 
 import base64
 
-from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.target import Target, check_request_size
 from gcpcall.kube import KubeClient, KubeError
 
-__all__ = ["resolve_body"]
+__all__ = ["BodySourceMissing", "resolve_body"]
+
+
+class BodySourceMissing(Exception):
+    """The ConfigMap/Secret (or its key) a body names is absent or unreadable for now.
+    `forbidden`: it exists for all we know, but the operator may not read it."""
+
+    def __init__(self, field: str, message: str, *, forbidden: bool = False) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.forbidden = forbidden
 
 
 async def resolve_body(target: Target, namespace: str, kube: KubeClient) -> bytes | None:
@@ -30,14 +42,16 @@ async def resolve_body(target: Target, namespace: str, kube: KubeClient) -> byte
             doc = await kube.get_secret(namespace, source.name)
     except KubeError as e:
         if e.status == 403:
-            raise InvalidSpec(
+            raise BodySourceMissing(
                 field,
                 f"the operator may not read {source.kind} {source.name!r}: grant its "
                 f"ServiceAccount 'get' on it with a Role and RoleBinding in {namespace!r}",
+                forbidden=True,
             ) from None
         raise
     if doc is None:
-        raise InvalidSpec(field, f"{source.kind} {source.name!r} does not exist")
+        raise BodySourceMissing(field, f"{source.kind} {source.name!r} does not exist (yet); "
+                                       "the job is made as soon as it does")
     data = doc.get("data") or {}
     binary = doc.get("binaryData") or {}
     if source.key in data:
@@ -46,8 +60,8 @@ async def resolve_body(target: Target, namespace: str, kube: KubeClient) -> byte
     elif source.key in binary:
         body = base64.b64decode(binary[source.key])
     else:
-        raise InvalidSpec(
-            field + ".key", f"{source.kind} {source.name!r} has no key {source.key!r}"
+        raise BodySourceMissing(
+            field + ".key", f"{source.kind} {source.name!r} has no key {source.key!r} (yet)"
         )
     check_request_size(target, body, field)
     return body

@@ -5,39 +5,54 @@ and its next run time; reading them per object every minute would cost about one
 object a minute. Instead objects are grouped by (identity, project, location), and a group
 is listed (a) shortly after the earliest of its members' runs falls due, so a run's result
 shows within seconds (P7), and (b) otherwise on a slow drift-check cadence, so idle objects
-cost almost nothing (P3). Each list fans out to the members whose observed fields changed;
-a member whose job was edited outside the operator gets an `UpdateJob` back to the spec.
+cost almost nothing (P3). Each list fans out to the members whose observed fields changed.
+A member whose job was edited or deleted outside the operator is put back by the one job
+converge (`reconcile.converge`); when that fails, Ready says so, naming the fields.
+A body kept in a ConfigMap or Secret is read again on the drift-check cadence, so an edit
+of it reaches the job without watching Secrets.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gcpcall.api.ownership import Owner, Part
 from gcpcall.api.scheduled_call import ScheduledCallSpec
-from gcpcall.api.status import desired_call_status, run_from_job
+from gcpcall.api.status import (
+    ReadyReason,
+    job_part,
+    ready_condition,
+    reconciler_part,
+    run_from_job,
+    runs_part,
+)
+from gcpcall.clock import Clock
+from gcpcall.config import Settings
 from gcpcall.gcp.errors import classify
-from gcpcall.gcp.identity import IdentityNotReady
-from gcpcall.gcp.scheduler import Job
-from gcpcall.gcp.scheduler_mapping import observed_job, update_mask
-from gcpcall.kube import ObjectRef
-from gcpcall.observe.metrics import SYNC_DURATION, SYNC_LISTS
+from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady, IdentityResolver
+from gcpcall.gcp.scheduler import Job, SchedulerAdapter
+from gcpcall.gcp.scheduler_mapping import observed_job, update_mask, with_body
+from gcpcall.kube import KubeClient, ObjectRef
+from gcpcall.observe.metrics import SYNC_DURATION, SYNC_LAST_LIST, SYNC_LISTS, TRACKED
+from gcpcall.reconcile.converge import Cause, JobConverger, failure
+from gcpcall.reconcile.inputs import BodySourceMissing, resolve_body
+from gcpcall.reconcile.loop import BackgroundLoop
+from gcpcall.reconcile.status_writer import StatusWriter
 
-if TYPE_CHECKING:
-    from gcpcall.reconcile.deps import Deps
-
-__all__ = ["ScheduledSync", "Tracked"]
+__all__ = ["GroupKey", "ScheduledSync", "Tracked"]
 
 log = logging.getLogger(__name__)
 
 GroupKey = tuple[Hashable, str, str]  # (identity key, project, location)
 _FOLLOW_UPS = (2.0, 4.0, 8.0, 16.0, 30.0)  # re-lists while a due run has not shown yet
+_RETRY_FAST = 15.0
+_RUN_WAIT = 120.0  # how long a requested run is looked for (a paused job never runs it)
+_RETRY_SLOW = 300.0
 
 
 @dataclass
@@ -45,7 +60,6 @@ class Tracked:
     """What the sync needs to know about one synced object."""
 
     ref: ObjectRef
-    namespace: str
     service_account: str | None
     group: GroupKey
     job_name: str
@@ -55,25 +69,27 @@ class Tracked:
     generation: int
     next_run: datetime.datetime | None
     target_host: str = ""
+    relay: bool = False  # Relay delivery: the relay records the runs, not the sync
+    run_requested: datetime.datetime | None = None  # a RunJob whose attempt is not seen yet
+    spec: ScheduledCallSpec | None = None  # kept only for a body in a ConfigMap/Secret
 
     @classmethod
-    def from_reconcile(
-        cls, ref: ObjectRef, spec: ScheduledCallSpec, identity_key: Hashable,
-        job: Job, desired: Job, generation: int,
+    def of(
+        cls, ref: ObjectRef, spec: ScheduledCallSpec, identity_key: Hashable, job: Job | None,
+        desired: Job, generation: int, *, relay: bool,
+        next_run: datetime.datetime | None = None,
     ) -> Tracked:
-        observed = observed_job(job)
+        """From a reconcile (`job` as it now is) or a resume (`next_run` from status)."""
+        if job is not None:
+            next_run = observed_job(job).next_run_time
+        body = spec.target.body
         return cls(
-            ref=ref,
-            namespace=ref.namespace,
-            service_account=spec.service_account_name,
-            group=(identity_key, spec.project, spec.location),
-            job_name=job.name,
-            desired=desired,
-            paused=spec.paused,
-            history_limit=spec.history_limit,
-            generation=generation,
-            next_run=observed.next_run_time,
-            target_host=spec.target.host,
+            ref=ref, service_account=spec.service_account_name,
+            group=(identity_key, spec.project, spec.location), job_name=desired.name,
+            desired=desired, paused=spec.paused, history_limit=spec.history_limit,
+            generation=generation, next_run=next_run, target_host=spec.target.host,
+            relay=relay,
+            spec=spec if body is not None and body.source is not None and not relay else None,
         )
 
 
@@ -82,51 +98,63 @@ class _Group:
     key: GroupKey
     members: dict[str, Tracked] = field(default_factory=dict)  # by job name
     last_list: float = 0.0
+    last_drift_check: float = 0.0
     list_at: float = 0.0  # monotonic time of the next list
     soon: bool = False  # list at once (after a restart: drift and missed runs)
     extra_at: float = float("inf")  # a list asked for (a run was requested)
     follow_up: int = 0
 
 
-class ScheduledSync:
+class ScheduledSync(BackgroundLoop):
     """Keeps the registry of synced objects and runs the list-and-fan-out loop."""
 
-    def __init__(self, deps: Deps, clock: Callable[[], float] = time.monotonic) -> None:
-        self.deps = deps
-        self.clock = clock
+    name = "sync"
+
+    def __init__(
+        self, settings: Settings, scheduler: SchedulerAdapter, identities: IdentityResolver,
+        status: StatusWriter, converger: JobConverger, kube: KubeClient, clock: Clock,
+    ) -> None:
+        super().__init__(clock)
+        self.settings = settings
+        self.scheduler = scheduler
+        self.identities = identities
+        self.status = status
+        self.converger = converger
+        self.kube = kube
         self._groups: dict[GroupKey, _Group] = {}
         self._where: dict[str, GroupKey] = {}  # uid -> group
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     # registry -------------------------------------------------------------------------
+    def tracked(self) -> int:
+        return len(self._where)
+
     def track(self, t: Tracked, list_soon: bool = False) -> None:
         old = self._where.get(t.ref.uid)
-        if old is not None and old != t.group:
+        if old is not None:
             self.untrack(t.ref)
         group = self._groups.get(t.group)
         if group is None:
-            group = _Group(t.group)
-            group.last_list = self.clock()
+            now = self.clock.monotonic()
+            group = _Group(t.group, last_list=now, last_drift_check=now)
             self._groups[t.group] = group
         group.members[t.job_name] = t
         self._where[t.ref.uid] = t.group
         group.soon |= list_soon
         self._reschedule(group)
-        self._wakeup.set()
+        TRACKED.labels(self.name).set(len(self._where))
+        self.wake()
 
     def untrack(self, ref: ObjectRef) -> None:
         key = self._where.pop(ref.uid, None)
-        if key is None:
-            return
-        group = self._groups.get(key)
+        TRACKED.labels(self.name).set(len(self._where))
+        group = self._groups.get(key) if key is not None else None
         if group is None:
             return
         for name, member in list(group.members.items()):
             if member.ref.uid == ref.uid:
                 del group.members[name]
         if not group.members:
-            del self._groups[key]
+            del self._groups[group.key]
 
     def expect_run(self, ref: ObjectRef) -> None:
         """A run was just requested: list its group once the attempt had time to finish."""
@@ -134,21 +162,22 @@ class ScheduledSync:
         group = self._groups.get(key) if key is not None else None
         if group is None:
             return
-        group.extra_at = self.clock() + self.deps.settings.run_settle_seconds
-        group.follow_up = max(group.follow_up, 1)
+        for member in group.members.values():
+            if member.ref.uid == ref.uid:
+                member.run_requested = self.clock.now()
+        group.extra_at = self.clock.monotonic() + self.settings.run_settle_seconds
         self._reschedule(group)
-        self._wakeup.set()
+        self.wake()
 
     def _monotonic_at(self, when: datetime.datetime) -> float:
-        delta = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
-        return self.clock() + delta
+        return self.clock.monotonic() + (when - self.clock.now()).total_seconds()
 
     def _reschedule(self, group: _Group) -> None:
         """Next list = earliest due run (+ settle) or the drift check, whichever is first."""
-        settings = self.deps.settings
-        drift_at = group.last_list + settings.drift_check_seconds
+        settle = self.settings.run_settle_seconds
+        drift_at = group.last_drift_check + self.settings.drift_check_seconds
         due = [
-            self._monotonic_at(m.next_run) + settings.run_settle_seconds
+            self._monotonic_at(m.next_run) + settle
             for m in group.members.values()
             if m.next_run is not None and not m.paused
         ]
@@ -157,132 +186,151 @@ class ScheduledSync:
         if group.follow_up:
             candidates.append(group.last_list + _FOLLOW_UPS[group.follow_up - 1])
         if group.soon:
-            candidates.append(self.clock())
+            candidates.append(self.clock.monotonic())
         candidates.append(group.extra_at)
         group.list_at = min(candidates)
 
     # loop -------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gcpcall-scheduled-sync")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            now = self.clock()
-            due = [g for g in self._groups.values() if g.list_at <= now]
-            for group in due:
-                try:
-                    await self.sync_group(group)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("sync of group %s failed", group.key[1:])
-                    group.last_list = self.clock()
-                    group.list_at = self.clock() + 30.0
-            if due:
-                continue
-            next_at = min((g.list_at for g in self._groups.values()), default=now + 3600)
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.05, next_at - now))
+    async def step(self) -> float:
+        now = self.clock.monotonic()
+        for group in [g for g in self._groups.values() if g.list_at <= now]:
+            if self._groups.get(group.key) is not group:
+                continue  # emptied meanwhile
+            try:
+                await self.sync_group(group)
+            except Exception:
+                log.exception("sync of group %s failed", group.key[1:])
+                group.last_list = self.clock.monotonic()
+                group.list_at = group.last_list + 30.0
+        return min((g.list_at for g in self._groups.values()), default=float("inf"))
 
     async def sync_group(self, group: _Group) -> None:
         """List the group's jobs once and bring every member's status up to date."""
         any_member = next(iter(group.members.values()))
         _, project, location = group.key
-        started = self.clock()
+        started = self.clock.monotonic()
         group.soon = False
         group.extra_at = float("inf")
+        drift_check = started >= group.last_drift_check + 0.9 * self.settings.drift_check_seconds
         try:
-            identity = await self.deps.identities.resolve(
-                any_member.namespace, any_member.service_account
+            identity = await self.identities.resolve(
+                any_member.ref.namespace, any_member.service_account
             )
-            jobs = await self.deps.scheduler.list_jobs(
+            jobs = await self.scheduler.list_jobs(
                 f"projects/{project}/locations/{location}", identity
             )
         except IdentityNotReady:
-            group.last_list = self.clock()
-            group.list_at = self.clock() + 300.0
+            self._failed(group, _RETRY_SLOW)
             return
         except Exception as exc:
             c = classify(exc)
             if c.code == "UNAUTHENTICATED":  # a stale token: the next list gets a new one
-                self.deps.identities.invalidate(any_member.namespace,
-                                                any_member.service_account or "")
-            group.last_list = self.clock()
-            group.list_at = self.clock() + (300.0 if c.backoff == "slow" else 15.0)
+                self.identities.invalidate(any_member.ref.namespace,
+                                           any_member.service_account or "")
             log.warning("ListJobs for %s/%s failed: %s", project, location, c.message)
+            self._failed(group, _RETRY_SLOW if c.backoff == "slow" else _RETRY_FAST)
             return
         finally:
             SYNC_LISTS.labels("ScheduledGcpCall").inc()
+        SYNC_LAST_LIST.labels("ScheduledGcpCall").set(time.time())
         by_name = {job.name: job for job in jobs}
         waiting = False
         for member in list(group.members.values()):
-            job = by_name.get(member.job_name)
-            waiting |= await self._sync_member(member, job, identity)
-        group.last_list = self.clock()
+            if self._where.get(member.ref.uid) != group.key:
+                continue  # untracked while the list was out
+            if drift_check and member.spec is not None:
+                await self._refresh_body(member)
+            waiting |= await self._sync_member(member, by_name.get(member.job_name), identity)
+        group.last_list = self.clock.monotonic()
+        if drift_check:
+            group.last_drift_check = group.last_list
         group.follow_up = min(group.follow_up + 1, len(_FOLLOW_UPS)) if waiting else 0
         self._reschedule(group)
-        SYNC_DURATION.labels("ScheduledGcpCall").observe(self.clock() - started)
+        SYNC_DURATION.labels("ScheduledGcpCall").observe(self.clock.monotonic() - started)
 
-    async def _sync_member(self, m: Tracked, job: Job | None, identity: Any) -> bool:
+    def _failed(self, group: _Group, retry_in: float) -> None:
+        group.last_list = self.clock.monotonic()
+        group.list_at = group.last_list + retry_in
+
+    async def _refresh_body(self, m: Tracked) -> None:
+        """Read a ConfigMap/Secret body again: an edit of it changes the desired job."""
+        assert m.spec is not None
+        try:
+            body = await resolve_body(m.spec.target, m.ref.namespace, self.kube)
+        except BodySourceMissing:
+            return  # the converge below keeps the job; the reconcile reports a missing one
+        except Exception as exc:
+            log.warning("reading the body of %s/%s failed: %s", m.ref.namespace, m.ref.name,
+                        classify(exc).message)
+            return
+        if body is not None:
+            m.desired = with_body(m.desired, body)
+
+    async def _sync_member(self, m: Tracked, job: Job | None,
+                           identity: GoogleIdentity) -> bool:
         """Update one member from its listed job; True while a due run has not shown yet."""
-        deps = self.deps
+        parts: list[Part] = []
+        newer_spec = (self.status.generation(m.ref) or 0) > m.generation
+        drifted = job is None or bool(update_mask(m.desired, job)) or _state_differs(job, m)
+        if not newer_spec:
+            # A spec edit is on its way through the reconcile: this member's desired job
+            # is stale, so neither put it back nor report on it until then.
+            ready_reason = ReadyReason.PAUSED if m.paused else ReadyReason.UP_TO_DATE
+            ready_message = ("the job is paused" if m.paused
+                             else "the Cloud Scheduler job matches the spec")
+            if drifted:
+                try:
+                    job = await self.converger.converge(m.ref, m.desired, m.paused, identity,
+                                                        actual=job, cause=Cause.DRIFT)
+                except Exception as exc:
+                    f = failure(exc)
+                    ready_reason, ready_message = f.reason, f.message
+                    log.warning("drift of %s/%s not corrected: %s", m.ref.namespace,
+                                m.ref.name, f.message)
+            parts.append(reconciler_part(ready_condition(ready_reason, ready_message)))
         if job is None:
-            # Deleted outside the operator: the next reconcile recreates it.
-            deps.events.warning(
-                m.ref, "JobMissing", f"{m.job_name} no longer exists in Cloud Scheduler; recreating"
-            )
-            try:
-                created = await deps.scheduler.create_job(
-                    m.job_name.rsplit("/jobs/", 1)[0], m.desired, identity
-                )
-            except Exception as exc:
-                log.warning("recreating %s failed: %s", m.job_name, classify(exc).message)
-                return False
-            job = created
-            deps.events.normal(m.ref, "DriftCorrected", f"recreated {m.job_name}")
-        else:
-            mask = update_mask(m.desired, job)
-            try:
-                if mask:
-                    job = await deps.scheduler.update_job(m.desired, mask, identity)
-                    deps.events.normal(
-                        m.ref, "DriftCorrected",
-                        f"the job was changed outside the operator; restored {', '.join(mask)}",
-                    )
-                job, action = await deps.scheduler.ensure_state(job, m.paused, identity)
-                if action:
-                    deps.events.normal(
-                        m.ref, "DriftCorrected", f"{action.lower()} the job again"
-                    )
-            except Exception as exc:
-                log.warning("drift correction of %s failed: %s", m.job_name, classify(exc).message)
+            await self._write(m, parts)
+            return False
 
         observed = observed_job(job)
-        now = datetime.datetime.now(datetime.UTC)
+        now = self.clock.now()
         was_due = m.next_run is not None and m.next_run <= now
-        current = deps.status.known(m.ref, None)
+        parts.append(job_part(observed))
         run = run_from_job(observed, target_host=m.target_host,
                            schedule_time=m.next_run if was_due else None)
-        if run is not None:
-            seen = next((r for r in current.get("runs") or []
-                         if r.get("attemptTime") == run.to_status()["attemptTime"]), None)
-            if seen is not None and seen.get("code") == run.code:
-                run = None  # already recorded; keep the entry as first written
-        desired_status = desired_call_status(
-            current, now=now, job=observed, run=run, history_limit=m.history_limit
-        )
-        await deps.status.write(m.ref, current, desired_status)
-        # The run that fell due has not been attempted yet: look again soon.
-        waiting = was_due and (
+        await self._write(m, parts, None if m.relay else run)
+        # The run that fell due (or was requested) has not been attempted yet: look again.
+        waiting = was_due and not m.paused and (
             observed.next_run_time is None or observed.next_run_time == m.next_run
         )
+        if m.run_requested is not None:
+            attempted = observed.last_attempt_time
+            given_up = (now - m.run_requested).total_seconds() > _RUN_WAIT
+            if given_up or (attempted is not None
+                            and attempted >= m.run_requested.replace(microsecond=0)):
+                m.run_requested = None
+            else:
+                waiting = True
         m.next_run = observed.next_run_time
-        return waiting and not m.paused
+        return waiting
 
+    async def _write(self, m: Tracked, parts: list[Part], run: Any = None) -> None:
+        def runs(status: Any) -> Part:
+            record = run
+            if record is not None:
+                seen = next((r for r in status.get("runs") or []
+                             if r.get("attemptTime") == record.to_status()["attemptTime"]), None)
+                if seen is not None and seen.get("code") == record.code:
+                    record = None  # already recorded; keep the entry as first written
+            return runs_part(Owner.SYNC, status, record, m.history_limit)
+
+        try:
+            await self.status.write(m.ref, m.relay, *parts, *(() if m.relay else (runs,)))
+        except Exception as exc:
+            log.warning("status of %s/%s not written: %s", m.ref.namespace, m.ref.name,
+                        classify(exc).message)
+
+
+def _state_differs(job: Job, m: Tracked) -> bool:
+    state = observed_job(job).state
+    return (m.paused and state == "ENABLED") or (not m.paused and state == "PAUSED")

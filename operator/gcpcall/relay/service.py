@@ -1,0 +1,261 @@
+"""The relay's decision for one request: refuse it, or make the object's call and record it.
+
+Why this order: the relay is a public endpoint, and a Google-signed ID token proves only
+that some Google service account asked. So, before anything else is read, the token must
+be Google's, for the relay's audience, with a verified email (401 otherwise); then the
+object the body names must exist with that uid and `delivery: Relay`, and the token's
+email must be the Google service account that object's identity resolves to (403
+otherwise). Refusals call nothing and write nothing, and are counted by reason. Only then
+is the call made, and it is the one the object's spec describes, with the object's own
+credentials; nothing the caller sent (URL, headers, body) is forwarded.
+
+Runs: one run per scheduled execution (`api.relay_runs`); after a success, later attempts
+of that execution are answered 200 without a call. The relay answers with the target's
+status code, so Google's retry policy applies to the real call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gcpcall.api.errors import InvalidSpec
+from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
+from gcpcall.api.observed import ObservedAttempt, format_time
+from gcpcall.api.ownership import Owner, Part
+from gcpcall.api.relay_envelope import EnvelopeError, parse_envelope
+from gcpcall.api.relay_runs import (
+    CallOutcome,
+    find_run,
+    outcome_of,
+    relay_run,
+    schedule_time_header,
+    task_attempt,
+    task_eta,
+    trimmed,
+)
+from gcpcall.api.request import resolve_request
+from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
+from gcpcall.api.status import runs_part
+from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
+from gcpcall.gcp.errors import classify
+from gcpcall.gcp.id_tokens import IdTokenVerifier, TokenRefused
+from gcpcall.gcp.identity import IdentityNotReady
+from gcpcall.gcp.target_calls import TargetCaller
+from gcpcall.kube import ObjectRef
+from gcpcall.observe.metrics import RELAY_CALL_SECONDS, RELAY_CALLS, RELAY_REFUSALS, RELAY_REQUESTS
+from gcpcall.reconcile.deps import Deps
+from gcpcall.reconcile.inputs import BodySourceMissing, resolve_body
+from gcpcall.reconcile.objects import ObjectView, defaults_for
+from gcpcall.reconcile.task_events import post_transitions
+
+__all__ = ["Answer", "Relay", "RelayRequest"]
+
+log = logging.getLogger(__name__)
+
+_MARGIN = 5.0  # seconds left to answer Google within its attempt deadline
+_MIN_CALL = 10.0
+
+
+@dataclass(frozen=True)
+class RelayRequest:
+    """What arrived: headers with lower-case names, the body (already size-bounded)."""
+
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class Relay:
+    def __init__(self, deps: Deps, verifier: IdTokenVerifier, caller: TargetCaller) -> None:
+        self.deps = deps
+        self.verifier = verifier
+        self.caller = caller
+        if not deps.settings.relay_url:
+            raise ValueError("the relay needs its public URL (GCPCALL_RELAY_URL)")
+        self.audience = deps.settings.relay_url
+
+    async def handle(self, request: RelayRequest) -> Answer:
+        try:
+            obj, spec = await self._admit(request)
+        except _Refused as refusal:
+            RELAY_REFUSALS.labels(str(refusal.status), refusal.reason).inc()
+            RELAY_REQUESTS.labels("", "refused").inc()
+            log.warning("relay refused a request (%d %s): %s", refusal.status, refusal.reason,
+                        refusal)
+            return Answer(refusal.status, {"error": refusal.reason})
+        if isinstance(spec, ScheduledCallSpec):
+            return await self._run_call(request, obj, spec)
+        return await self._run_task(request, obj, spec)
+
+    # who is asking, for which object ---------------------------------------------------
+    async def _admit(
+        self, request: RelayRequest
+    ) -> tuple[ObjectView, ScheduledCallSpec | GcpTaskSpec]:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Refused(401, "missing", "no bearer token")
+        try:
+            claims = await self.verifier.verify(token.strip(), self.audience)
+        except TokenRefused as e:
+            raise _Refused(401, e.reason, str(e)) from None
+        try:
+            envelope = parse_envelope(request.body)
+        except EnvelopeError as e:
+            raise _Refused(403, "envelope", str(e)) from None
+        ref = ObjectRef(envelope.kind, envelope.plural, envelope.namespace, envelope.name,
+                        envelope.uid)
+        doc = await self.deps.kube.get_object(ref)
+        if doc is None or (doc.get("metadata") or {}).get("uid") != envelope.uid:
+            raise _Refused(403, "object", f"no {ref.kind} {ref.namespace}/{ref.name} with "
+                                          "that uid")
+        obj = ObjectView.from_body(doc, ref.kind, ref.plural)
+        if not obj.relay:
+            raise _Refused(403, "delivery", f"{ref.namespace}/{ref.name} is not delivered "
+                                            "through the relay")
+        if obj.seen is not None and obj.seen.deleting:
+            raise _Refused(403, "deleting", f"{ref.namespace}/{ref.name} is being deleted")
+        defaults = await defaults_for(obj, self.deps.settings, self.deps.namespaces)
+        try:
+            spec: ScheduledCallSpec | GcpTaskSpec = (
+                parse_scheduled_call(obj.spec, defaults) if ref.kind == "ScheduledGcpCall"
+                else parse_gcp_task(obj.spec, defaults))
+        except InvalidSpec as e:
+            raise _Refused(403, "spec", f"the object's spec is invalid: {e}") from None
+        try:
+            identity = await self.deps.identities.resolve(ref.namespace,
+                                                          spec.service_account_name)
+        except IdentityNotReady as e:
+            raise _Refused(403, "identity", f"the object's identity is not ready: {e}") from None
+        if not identity.email or identity.email.lower() != claims.email:
+            raise _Refused(403, "email", f"the token is {claims.email}'s, and "
+                                         f"{ref.namespace}/{ref.name} acts as "
+                                         f"{identity.email or 'no service account'}")
+        self.deps.status.seen(ref, doc)
+        return obj, spec
+
+    # the call ----------------------------------------------------------------------------
+    async def _call(self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec,
+                    within: float) -> CallOutcome:
+        """Make the spec's request with the object's credentials."""
+        ns = obj.ref.namespace
+        try:
+            body = await resolve_body(spec.target, ns, self.deps.kube)
+        except BodySourceMissing as e:
+            return CallOutcome(None, error=f"{e.field}: {e.message}")
+        req = resolve_request(spec.target, None, body=body)
+        headers = dict(req.headers)
+        auth = spec.target.auth
+        if auth is not None and req.auth_kind is not None:
+            try:
+                token = await self.deps.identities.call_token(
+                    ns, spec.service_account_name, kind=req.auth_kind,
+                    email=auth.service_account_email,
+                    scope_or_audience=req.scope if req.auth_kind == "oauth" else req.audience)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, IdentityNotReady) else classify(
+                    exc).message
+                return CallOutcome(None, error=f"no token for the call: {message}")
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+        started = time.monotonic()
+        outcome = await self.caller.call(req.method.value, req.uri, headers, req.body, within)
+        RELAY_CALL_SECONDS.observe(time.monotonic() - started)
+        RELAY_CALLS.labels(spec.target.host, str(outcome.code)).inc()
+        return outcome
+
+    async def _run_call(self, request: RelayRequest, obj: ObjectView,
+                        spec: ScheduledCallSpec) -> Answer:
+        now = self.deps.clock.now()
+        scheduled = schedule_time_header(request.headers.get("x-cloudscheduler-scheduletime"))
+        schedule_time = scheduled or now.replace(microsecond=0)
+        current = self.deps.status.known(obj.ref, obj.status)
+        previous = find_run(current.get("runs"), schedule_time)
+        if previous is not None and previous.get("result") == "Succeeded":
+            RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
+            return Answer(200, {"result": "Succeeded", "note": "this run already succeeded"})
+        within = max(_MIN_CALL, spec.attempt_deadline_seconds - _MARGIN)
+        outcome = await self._call(obj, spec, within)
+        RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
+        done = self.deps.clock.now()
+
+        def part(status: Mapping[str, Any]) -> Part:
+            before = find_run(status.get("runs"), schedule_time)
+            record = relay_run(before, uid=obj.ref.uid, schedule_time=schedule_time, now=done,
+                               outcome=outcome, host=spec.target.host)
+            return runs_part(Owner.RELAY, status, record, spec.history_limit)
+
+        await self._record(obj, part)
+        return self._answer(outcome)
+
+    async def _run_task(self, request: RelayRequest, obj: ObjectView,
+                        spec: GcpTaskSpec) -> Answer:
+        current = self.deps.status.known(obj.ref, obj.status)
+        if current.get("phase") == "Succeeded":
+            RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
+            return Answer(200, {"result": "Succeeded", "note": "this task already succeeded"})
+        if current.get("phase") in TERMINAL_PHASES:
+            RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
+            return Answer(200, {"result": current.get("phase"), "note": "already finished"})
+        started = self.deps.clock.now()
+        within = max(_MIN_CALL, spec.dispatch_deadline_seconds - _MARGIN)
+        outcome = await self._call(obj, spec, within)
+        RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
+        _, code, message = outcome_of(outcome, spec.target.host)
+        attempt = ObservedAttempt(dispatch_time=started, code=code,
+                                  http_status=outcome.http_status, message=message)
+        number = task_attempt(request.headers.get("x-cloudtasks-taskretrycount"))
+        eta = task_eta(request.headers.get("x-cloudtasks-tasketa"))
+        done = self.deps.clock.now()
+
+        def part(status: Mapping[str, Any]) -> Part:
+            base = outcome_part(Owner.RELAY, status, now=done, created=True, exists=True,
+                                attempt=attempt)
+            fields = dict(base.fields)
+            last = dict(fields.get("lastAttempt") or {})
+            if number is not None:
+                last["attempt"] = number
+            if eta is not None:
+                last["scheduleTime"] = format_time(eta)
+            if outcome.body:
+                last["response"] = trimmed(outcome.body)
+            fields["lastAttempt"] = last
+            return Part(Owner.RELAY, fields, base.conditions)
+
+        await self._record(obj, part)
+        return self._answer(outcome)
+
+    async def _record(self, obj: ObjectView, part: Any) -> None:
+        try:
+            written = await self.deps.status.write(obj.ref, True, part)
+        except Exception as exc:
+            # The call was made: answering with its status is still right (a retry would
+            # call again); the run is missing from status, which the log says.
+            log.error("the relay's record of %s/%s was not written: %s", obj.ref.namespace,
+                      obj.ref.name, classify(exc).message)
+            return
+        if obj.ref.kind == "GcpTask":
+            post_transitions(self.deps.events, obj.ref, written)
+
+    @staticmethod
+    def _answer(outcome: CallOutcome) -> Answer:
+        if outcome.http_status is not None:
+            return Answer(outcome.http_status, {"httpStatus": outcome.http_status})
+        return Answer(504 if outcome.timed_out else 502, {"error": outcome.error[:200]})
+
