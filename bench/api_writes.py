@@ -18,6 +18,8 @@ from bench.harness import Stack
 from gcpcall.kube import KubeClient, ObjectRef, load_connection
 
 FINALIZER = "gcpcall.dev/finalizer"
+_COND = {"type": "Ready", "status": "True", "reason": "Created", "message": "",
+         "lastTransitionTime": "2026-12-01T00:00:00Z"}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -58,6 +60,17 @@ async def _measure(s: Stack, n: int) -> dict[str, float]:
         await asyncio.gather(*(one(i) for i in range(n)))
         out[label] = round((_cpu_seconds(s.controlplane_pid) - before) / n * 1000, 2)
 
+    versions: dict[int, str] = {}
+
+    async def plain_status(i: int) -> None:
+        doc = await kube.patch_status(refs[i], {"phase": "Queued"})
+        versions[i] = doc["metadata"]["resourceVersion"]
+
+    async def conditional_status(i: int) -> None:
+        # the version the previous write returned, as the status writer keeps it
+        await kube.patch_status(refs[i], {"phase": "Running", "conditions": [_COND]},
+                                resource_version=versions[i])
+
     async def create(i: int) -> None:
         meta = (await kube.request("POST", path, body=_task(f"o{i}")))["metadata"]
         refs[i] = ObjectRef("GcpTask", "gcptasks", ns, meta["name"], meta["uid"])
@@ -73,7 +86,17 @@ async def _measure(s: Stack, n: int) -> dict[str, float]:
         await each("merge patch: an annotation", lambda i: kube.request(
             "PATCH", refs[i].path, body={"metadata": {"annotations": {"example.com/x": "y"}}},
             content_type="application/merge-patch+json"))
-        await each("merge patch: status", lambda i: kube.patch_status(refs[i], {"phase": "Queued"}))
+        await each("merge patch: status", lambda i: plain_status(i))
+        await each("merge patch: status, conditional on its resourceVersion (ours)",
+                   lambda i: conditional_status(i))
+        await each("server-side apply: status, one field manager (the alternative)",
+                   lambda i: kube.request(
+                       "PATCH", refs[i].path + "/status",
+                       body={"apiVersion": "gcpcall.dev/v1alpha1", "kind": "GcpTask",
+                             "metadata": {"name": refs[i].name},
+                             "status": {"phase": "Running", "conditions": [_COND]}},
+                       content_type="application/apply-patch+yaml",
+                       params={"fieldManager": "gcpcall-bench", "force": "true"}))
         await each("GET", lambda i: kube.get_object(refs[i]))
     finally:
         await kube.close()

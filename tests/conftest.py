@@ -6,6 +6,10 @@ columns and RBAC are only proven by the real thing. The server is the Go program
 
 The server starts lazily: unit and emulator tests that do not ask for these fixtures never
 start it.
+
+A `ControlPlane` can also be stopped and started again on the same data and port (etcd's data,
+the CA, the admin token and the ServiceAccount key live in its state dir), and paused with
+SIGSTOP, for tests of what clients do when the API server restarts or hangs.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client as k8s_client
@@ -44,6 +49,69 @@ class ControlPlane:
     issuer: str
     workdir: Path
     log_path: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the server keeps its data (etcd, PKI, tokens, ports): reused by `start()`."""
+        return self.workdir / "state"
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.server).port
+        assert port is not None, self.server
+        return port
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the server (resuming it first if paused) and wait; kill it after `timeout`
+        seconds. Returns its exit code. Idempotent."""
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self.proc = None
+        return proc.returncode
+
+    def start(self) -> None:
+        """Start the server again on the same state dir and port (after `stop()`): the same
+        cluster comes back, its objects, CA and tokens included, so existing kubeconfigs and
+        ServiceAccount tokens keep working. Returns once it is ready."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("controlplane is already running; stop() it first")
+        proc, info, _ = _start_controlplane(self.workdir, port=self.port, append_log=True)
+        self.proc = proc
+        if (info["server"], info["token"]) != (self.server, self.token):
+            self.stop()
+            raise RuntimeError(
+                f"controlplane came back as another cluster: {info['server']} "
+                f"(was {self.server}), token changed: {info['token'] != self.token}"
+            )
+
+    def restart(self) -> None:
+        """`stop()` then `start()`: an API server restart on the same data and port."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open but nothing answers (a hung server)."""
+        assert self.proc is not None, "controlplane not running"
+        assert self.proc.poll() is None, "controlplane not running"
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        assert self.proc is not None, "controlplane not running"
+        assert self.proc.poll() is None, "controlplane not running"
+        self.proc.send_signal(signal.SIGCONT)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
@@ -64,20 +132,20 @@ class ControlPlane:
         return proc
 
 
-def _start_controlplane(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], Path]:
+def _start_controlplane(
+    workdir: Path, port: int | None = None, append_log: bool = False
+) -> tuple[subprocess.Popen[bytes], dict[str, str], Path]:
     binary = BIN / "controlplane"
     if not binary.exists():
         raise pytest.UsageError(
             f"{binary.relative_to(REPO)} is missing: run `make controlplane` first"
         )
     log_path = workdir / "controlplane.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [str(binary), "--dir", str(workdir / "state")],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        start_new_session=True,
-    )
+    cmd = [str(binary), "--dir", str(workdir / "state")]
+    if port is not None:
+        cmd += ["--port", str(port)]
+    with log_path.open("ab" if append_log else "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 180
     line = b""
@@ -89,6 +157,7 @@ def _start_controlplane(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[st
             raise RuntimeError(f"controlplane exited early; see {log_path}")
     else:
         proc.kill()
+        proc.wait()
         raise RuntimeError(f"controlplane not ready in 180 s; see {log_path}")
     info = json.loads((workdir / "state" / "info.json").read_text())
     return proc, info, log_path
@@ -120,6 +189,7 @@ def running_controlplane(
         issuer=info["issuer"],
         workdir=workdir,
         log_path=log_path,
+        proc=proc,
     )
     failed_before = request.session.testsfailed
     try:
@@ -131,12 +201,7 @@ def running_controlplane(
             install_finalizer_policy(cp)
         yield cp
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        cp.stop()
         if request.session.testsfailed > failed_before:
             print(f"\ncontrolplane log kept at {log_path}")
 

@@ -437,7 +437,7 @@ func loadOrWritePKI(dir string) (*pkiFiles, error) {
 		p.token = hex.EncodeToString(tok)
 		// The admin is in system:masters, which RBAC always allows.
 		line := p.token + ",admin,admin,\"system:masters\"\n"
-		if err := os.WriteFile(p.tokenFile, []byte(line), 0o600); err != nil {
+		if err := writeFileAtomic(p.tokenFile, []byte(line)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -503,11 +503,15 @@ func mustMarshalEC(key *ecdsa.PrivateKey) []byte {
 	return der
 }
 
-// writePEM writes atomically (temp file + rename), so an interrupted start never leaves a
-// half-written key that the next start would refuse.
 func writePEM(path, blockType string, der []byte) error {
+	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}))
+}
+
+// writeFileAtomic writes a temp file and renames it, so an interrupted start never leaves a
+// half-written key or token file that the next start would refuse.
+func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

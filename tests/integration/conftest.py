@@ -163,7 +163,17 @@ class Target:
     port: int
     requests: list[Recorded] = field(default_factory=list)
     script: dict[str, list[int]] = field(default_factory=dict)  # path prefix -> codes
+    delays: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def delay(self, path_prefix: str, seconds: float) -> None:
+        """Answer requests under `path_prefix` only after `seconds` (a slow target)."""
+        with self.lock:
+            self.delays[path_prefix] = seconds
+
+    def delay_of(self, path: str) -> float:
+        with self.lock:
+            return next((d for p, d in self.delays.items() if path.startswith(p)), 0.0)
 
     def answer(self, path_prefix: str, *codes: int) -> None:
         """The next requests under `path_prefix` get these codes (then 200)."""
@@ -200,6 +210,9 @@ def serve_target(emulator: Emulator, hosts: Iterable[str]) -> Iterator[Target]:
                     Recorded(self.command, self.path, dict(self.headers.items()), body)
                 )
             code = state.next_code(self.path)
+            pause = state.delay_of(self.path)
+            if pause:
+                time.sleep(pause)
             payload = json.dumps({"ok": code < 300}).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

@@ -120,8 +120,10 @@ def relay(
         GCPCALL_RELAY_ADDRESS="127.0.0.1",
         GCE_METADATA_HOST=emulator.http_url.removeprefix("http://"),
         GCPCALL_IAM_CREDENTIALS_ENDPOINT=emulator.http_url,
-        GCPCALL_HOST_MAP=(f"{TARGET_HOST}=http://127.0.0.1:{target.port},"
-                          f"compute.googleapis.com={googleapis}/compute.googleapis.com"),
+        GCPCALL_HOST_MAP=",".join([f"{TARGET_HOST}=http://127.0.0.1:{target.port}"] + [
+            f"{host}={googleapis}/{host}" for host in (
+                "compute.googleapis.com", "cloudbuild.googleapis.com",
+                "dataflow.googleapis.com")]),
     )
     mine = Operator(env, tmp_path_factory.mktemp("relay") / "operator.log",
                     args=("--namespace", namespace))
@@ -291,3 +293,27 @@ def test_only_the_object_s_own_identity_gets_a_call(relay: RelayWorld, sgc: Obje
     status, answer = relay.post(envelope, relay.id_token(OPERATOR_GSA))
     assert (status, answer) == (200, {"httpStatus": 200})
     assert len(relay.target.received(path)) == 1
+
+
+def test_a_call_in_flight_when_the_operator_dies_is_one_run_after_the_restart(
+    relay: RelayWorld, sgc: Objects
+) -> None:
+    """SIGKILL while the relay waits for a slow target: Cloud Scheduler's retry reaches the
+    restarted relay, which calls again (the first answer was never seen) and records the
+    execution as one run."""
+    ns, path = relay.namespace, f"/relay/{relay.namespace}/slow"
+    relay.target.delay(path, 3.0)
+    body = relayed("slow", path)
+    body["spec"]["retry"] = {"retryCount": 3, "minBackoffSeconds": 2, "maxBackoffSeconds": 2}
+    sgc.create(ns, body)
+    ready(sgc, ns, "slow")
+    run_now(sgc, ns, "slow", "first")
+    wait_for(lambda: relay.target.received(path), timeout=30, what="the first call under way")
+    relay.operator.kill()
+    relay.target.delay(path, 0.0)
+    relay.operator.start()
+    run = last_run(sgc, ns, "slow", "the run", lambda r: r["result"] == "Succeeded")
+    obj = sgc.get(ns, "slow") or {}
+    assert len(obj["status"]["runs"]) == 1
+    assert run["attempts"] == 1  # the attempt the dead process made left no record
+    assert len(relay.target.received(path)) == 2

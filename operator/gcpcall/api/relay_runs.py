@@ -14,17 +14,20 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gcpcall.api.observed import code_for_http_status, format_time, parse_time
-from gcpcall.api.status import RunRecord, RunResult, attempt_message
+from gcpcall.api.observed import code_for_http_status, format_time, parse_time, rpc_code_name
+from gcpcall.api.operations import OperationState
+from gcpcall.api.status import OperationRecord, RunRecord, RunResult, attempt_message
 
 __all__ = [
     "MAX_RESPONSE_CHARS",
     "CallOutcome",
     "find_run",
+    "finished",
+    "following",
     "outcome_of",
     "relay_run",
     "run_id",
@@ -156,3 +159,45 @@ def relay_run(
         response=trimmed(outcome.body) if outcome.body else "", request=request,
     )
 
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_time(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def following(previous: RunRecord, operation: OperationRecord) -> RunRecord:
+    """The run while the operation it started runs: Running, and how to resume it."""
+    return replace(previous, result=RunResult.RUNNING, finish_time=None, operation=operation,
+                   message=f"operation {operation.name} is running")
+
+
+def finished(run: Mapping[str, Any], *, now: datetime, state: OperationState | None,
+             polls: int, timeout_seconds: int) -> RunRecord:
+    """The run once its operation ended (`state`), or was given up on at its deadline
+    (`state` None: DeadlineExceeded, and polling stops)."""
+    op: Mapping[str, Any] = run.get("operation") or {}
+    name = str(op.get("name") or "")
+    base = RunRecord(
+        attempt_time=_time(run.get("attemptTime")) or now, result=RunResult.FAILED,
+        schedule_time=_time(run.get("scheduleTime")), finish_time=now,
+        http_status=run.get("httpStatus"), run_id=str(run.get("id") or ""),
+        attempts=run.get("attempts"), last_attempt_time=_time(run.get("lastAttemptTime")),
+        response=str(run.get("response") or ""), request=run.get("request"))
+    if state is None:
+        record = OperationRecord(name, False, 4, f"not done within {timeout_seconds} s",
+                                 poll_url=str(op.get("pollUrl") or ""), polls=polls)
+        return replace(base, code=4, operation=record,
+                       message=f"operation {name} was not done within {timeout_seconds} s "
+                               "(operation.timeoutSeconds); it is no longer followed")
+    record = OperationRecord(name, True, state.error_code, state.error_message,
+                             state.response, poll_url=str(op.get("pollUrl") or ""),
+                             polls=polls)
+    if state.error_code:
+        return replace(base, code=state.error_code, operation=record,
+                       message=f"operation {name} failed: {rpc_code_name(state.error_code)}: "
+                               f"{state.error_message}")
+    return replace(base, result=RunResult.SUCCEEDED, code=0, operation=record,
+                   message=f"operation {name} completed")

@@ -95,13 +95,19 @@ def ready_condition(reason: ReadyReason, message: str = "") -> Condition:
 
 @dataclass(frozen=True)
 class OperationRecord:
-    """A long-running operation the relay followed (Relay with operation.follow)."""
+    """A long-running operation the relay follows (Relay with operation.follow).
+
+    While it runs, `poll_url` and `deadline` are what a restarted operator resumes from.
+    """
 
     name: str
     done: bool
     error_code: int | None = None
     error_message: str = ""
-    response: Mapping[str, Any] | None = None  # already trimmed by the relay
+    response: Mapping[str, Any] | None = None  # already trimmed
+    poll_url: str = ""
+    deadline: datetime | None = None
+    polls: int | None = None
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "done": self.done}
@@ -109,6 +115,12 @@ class OperationRecord:
             out["error"] = {"code": self.error_code, "message": self.error_message}
         if self.response is not None:
             out["response"] = dict(self.response)
+        if self.poll_url:
+            out["pollUrl"] = self.poll_url
+        if self.deadline is not None:
+            out["deadline"] = format_time(self.deadline)
+        if self.polls is not None:
+            out["polls"] = self.polls
         return out
 
 
@@ -239,7 +251,9 @@ def last_run_condition(last_run: Mapping[str, Any] | None) -> Condition:
         # The relay stopped following an operation before it finished.
         return Condition(LAST_RUN_SUCCEEDED, ConditionStatus.UNKNOWN,
                          LastRunReason.DEADLINE_EXCEEDED.value, message)
-    if operation.get("error"):
+    if operation and not operation.get("done") and code == _DEADLINE_EXCEEDED:
+        reason = LastRunReason.DEADLINE_EXCEEDED  # followed until operation.timeoutSeconds
+    elif operation.get("error"):
         reason = LastRunReason.OPERATION_FAILED
         message = message or str(operation["error"].get("message") or "")
     elif code == _DEADLINE_EXCEEDED:

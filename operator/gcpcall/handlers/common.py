@@ -15,7 +15,7 @@ from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.outcome import Outcome, backoff_delay
 
-__all__ = ["GROUP", "VERSION", "deps_of", "follow_deletion", "raise_for"]
+__all__ = ["GROUP", "VERSION", "deps_of", "on_each_event", "raise_for"]
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
@@ -42,9 +42,11 @@ def raise_for(outcome: Outcome, retry: int) -> None:
 Delete = Callable[[ObjectView, Deps], Awaitable[Outcome]]
 
 
-def follow_deletion(event: Mapping[str, Any], body: kopf.Body, memo: Any, kind: str,
-                    plural: str, delete: Delete) -> None:
-    """Hand a deleting object to the deletion runner; forget one that is gone everywhere.
+async def on_each_event(event: Mapping[str, Any], body: kopf.Body, memo: Any, kind: str,
+                        plural: str, delete: Delete) -> None:
+    """Every watch event of an object: hand a deleting one to the deletion runner, forget
+    one that is gone everywhere, and offer pending long-running operations (restarts, a
+    relay of its own) to the operation follower.
 
     Why not `@kopf.on.delete`: kopf's own finalizer would then be added in a patch of its
     own before the creation handler runs (see `reconcile.finalizer`).
@@ -56,6 +58,9 @@ def follow_deletion(event: Mapping[str, Any], body: kopf.Body, memo: Any, kind: 
         for forget in getattr(memo, "forget", ()):
             forget(view.ref.uid)
         return
+    follower = getattr(memo, "follower", None)
+    if follower is not None and (body.get("spec") or {}).get("delivery") == "Relay":
+        await follower.offer(body)
     if not body.metadata.get("deletionTimestamp"):
         return
     view = ObjectView.from_body(body, kind, plural)

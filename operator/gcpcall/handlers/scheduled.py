@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import GROUP, VERSION, deps_of, follow_deletion, raise_for
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.scheduled import (
     KIND,
@@ -40,6 +40,6 @@ async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def watch_for_deletion(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
-                             **_: Any) -> None:
-    follow_deletion(event, body, memo, KIND, PLURAL, delete_scheduled_call)
+async def watch_events(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
+                       **_: Any) -> None:
+    await on_each_event(event, body, memo, KIND, PLURAL, delete_scheduled_call)

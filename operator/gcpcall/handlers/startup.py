@@ -16,9 +16,11 @@ import kopf
 from gcpcall.api.settled import settled
 from gcpcall.config import Settings
 from gcpcall.gcp.clients import GoogleClients
+from gcpcall.gcp.target_calls import TargetCaller
 from gcpcall.handlers.storage import HandledInMemory, ProgressInMemory
 from gcpcall.kube import KubeClient, load_connection
 from gcpcall.reconcile.deps import Deps, build_deps
+from gcpcall.relay.follower import OperationFollower
 from gcpcall.relay.main import RunningRelay, start_relay
 
 __all__: list[str] = []
@@ -69,7 +71,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.deps = deps
     for loop in deps.loops:
         loop.start()
-    memo.relay = await start_relay(deps)
+    # One follower of long-running operations, in the operator (the one active replica),
+    # whichever relay (here or a Deployment of its own) started them.
+    memo.follower_calls = TargetCaller(ours.endpoints)
+    memo.follower = OperationFollower(deps, memo.follower_calls)
+    memo.follower.start()
+    memo.forget = (*memo.forget, memo.follower.forget)
+    memo.relay = await start_relay(deps, memo.follower)
     log.info(
         "gcpcall-operator started: cluster=%s identity=%s scheduler=%s",
         ours.cluster_name, ours.identity_mode, ours.endpoints.scheduler,
@@ -84,6 +92,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     relay = getattr(memo, "relay", None)
     if isinstance(relay, RunningRelay):
         await relay.stop()
+    follower = getattr(memo, "follower", None)
+    if isinstance(follower, OperationFollower):
+        await follower.stop()
+        await memo.follower_calls.close()
     for loop in deps.loops:
         await loop.stop()
     clients = getattr(memo, "clients", None)

@@ -1,9 +1,9 @@
 """Logging setup: our lines and kopf's, with routine watch events kept out of INFO.
 
 Why: kopf logs "Handler '...' succeeded." at INFO for every handler call, and the handler
-that watches for deletions runs on every watch event of every object; at INFO that read as
-if objects were being deleted, and it drowned the lines that matter. Those lines are
-lowered to DEBUG here; every other line keeps its level.
+that follows every watch event (deletions, operations) runs for every event of every
+object; at INFO that drowned the lines that matter. Those lines are lowered to DEBUG here;
+every other line keeps its level.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import logging
 __all__ = ["ROUTINE_HANDLERS", "RoutineEvents", "setup_logging"]
 
 # Handlers that run on every watch event (handlers/*.py): their success is routine.
-ROUTINE_HANDLERS = ("watch_for_deletion",)
+ROUTINE_HANDLERS = ("watch_events",)
 
 
 class RoutineEvents(logging.Filter):
-    """Lowers kopf's "Handler 'watch_for_deletion' succeeded." to DEBUG."""
+    """Lowers kopf's "Handler 'watch_events' succeeded." to DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.INFO and record.name.startswith("kopf"):

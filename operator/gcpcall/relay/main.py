@@ -26,6 +26,7 @@ from gcpcall.kube import KubeClient, load_connection
 from gcpcall.observe.logs import setup_logging
 from gcpcall.reconcile.deps import Deps, build_deps
 from gcpcall.reconcile.relay_target import relay_url_problem
+from gcpcall.relay.follower import OperationFollower
 from gcpcall.relay.server import RelayServer
 from gcpcall.relay.service import Relay
 
@@ -47,8 +48,10 @@ class RunningRelay:
         await self._caller.close()
 
 
-async def start_relay(deps: Deps) -> RunningRelay | None:
-    """The relay on its port, when this process serves one (a relay URL and a port)."""
+async def start_relay(deps: Deps, follower: OperationFollower | None = None
+                      ) -> RunningRelay | None:
+    """The relay on its port, when this process serves one (a relay URL and a port).
+    `follower`: the operator's operation follower, when the relay runs beside it."""
     settings = deps.settings
     if not settings.relay_port:
         return None
@@ -60,7 +63,7 @@ async def start_relay(deps: Deps) -> RunningRelay | None:
         return None
     verifier = IdTokenVerifier(settings.endpoints.oidc_certs, settings.oidc_issuer)
     caller = TargetCaller(settings.endpoints)
-    server = RelayServer(Relay(deps, verifier, caller), settings.relay_address,
+    server = RelayServer(Relay(deps, verifier, caller, follower), settings.relay_address,
                          settings.relay_port)
     await server.start()
     return RunningRelay(server, verifier, caller)

@@ -16,6 +16,8 @@ status code, so Google's retry policy applies to the real call.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import time
 from collections.abc import Mapping
@@ -25,11 +27,14 @@ from typing import Any
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
 from gcpcall.api.observed import ObservedAttempt, format_time
+from gcpcall.api.operations import Found, detect, read_state
 from gcpcall.api.ownership import Owner, Part
 from gcpcall.api.relay_envelope import EnvelopeError, parse_envelope
 from gcpcall.api.relay_runs import (
     CallOutcome,
     find_run,
+    finished,
+    following,
     outcome_of,
     relay_run,
     schedule_time_header,
@@ -39,7 +44,7 @@ from gcpcall.api.relay_runs import (
 )
 from gcpcall.api.request import resolve_request
 from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
-from gcpcall.api.status import runs_part
+from gcpcall.api.status import OperationRecord, runs_part
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.id_tokens import IdTokenVerifier, TokenRefused
@@ -51,6 +56,7 @@ from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.inputs import BodySourceMissing, resolve_body
 from gcpcall.reconcile.objects import ObjectView, defaults_for
 from gcpcall.reconcile.task_events import post_transitions
+from gcpcall.relay.follower import OperationFollower, Pending, poll_auth
 
 __all__ = ["Answer", "Relay", "RelayRequest"]
 
@@ -82,15 +88,27 @@ class _Refused(Exception):
 
 
 class Relay:
-    def __init__(self, deps: Deps, verifier: IdTokenVerifier, caller: TargetCaller) -> None:
+    def __init__(self, deps: Deps, verifier: IdTokenVerifier, caller: TargetCaller,
+                 follower: OperationFollower | None = None) -> None:
         self.deps = deps
         self.verifier = verifier
         self.caller = caller
+        # In the operator's process the relay hands a started operation to the follower at
+        # once; a relay of its own leaves it in status, where the operator's watch finds it.
+        self.follower = follower
         if not deps.settings.relay_url:
             raise ValueError("the relay needs its public URL (GCPCALL_RELAY_URL)")
         self.audience = deps.settings.relay_url
 
     async def handle(self, request: RelayRequest) -> Answer:
+        try:
+            return await self._handle(request)
+        except Exception:
+            # A bug or an unreachable API server: Google retries; nothing of ours leaks.
+            log.exception("the relay failed on a request")
+            return Answer(500, {"error": "internal"})
+
+    async def _handle(self, request: RelayRequest) -> Answer:
         try:
             obj, spec = await self._admit(request)
         except _Refused as refusal:
@@ -159,7 +177,8 @@ class Relay:
             body = await resolve_body(spec.target, ns, self.deps.kube)
         except BodySourceMissing as e:
             return CallOutcome(None, error=f"{e.field}: {e.message}")
-        req = resolve_request(spec.target, None, body=body)
+        identity = await self.deps.identities.resolve(ns, spec.service_account_name)
+        req = resolve_request(spec.target, identity.email, body=body)
         headers = dict(req.headers)
         auth = spec.target.auth
         if auth is not None and req.auth_kind is not None:
@@ -187,22 +206,61 @@ class Relay:
         schedule_time = scheduled or now.replace(microsecond=0)
         current = self.deps.status.known(obj.ref, obj.status)
         previous = find_run(current.get("runs"), schedule_time)
-        if previous is not None and previous.get("result") == "Succeeded":
+        if previous is not None and previous.get("result") in ("Succeeded", "Running"):
+            # a retry after a success (or after the operation it started): no second call
             RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
-            return Answer(200, {"result": "Succeeded", "note": "this run already succeeded"})
+            return Answer(200, {"result": previous.get("result"),
+                                "note": "this run was already made"})
         within = max(_MIN_CALL, spec.attempt_deadline_seconds - _MARGIN)
         outcome = await self._call(obj, spec, within)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         done = self.deps.clock.now()
+        found = self._operation(spec, outcome)
+        timeout = spec.operation.timeout_seconds if spec.operation else 0
+        deadline = done + datetime.timedelta(seconds=timeout)
 
         def part(status: Mapping[str, Any]) -> Part:
             before = find_run(status.get("runs"), schedule_time)
             record = relay_run(before, uid=obj.ref.uid, schedule_time=schedule_time, now=done,
                                outcome=outcome, host=spec.target.host)
+            if isinstance(found, str):
+                record = dataclasses.replace(record, message=f"{record.message}; {found}")
+            elif found is not None:
+                op = OperationRecord(found.name, False, poll_url=found.poll_url,
+                                     deadline=deadline)
+                record = following(record, op)
+                state = read_state(found.style, outcome.body)
+                if state is not None and state.done:  # done at once: nothing to follow
+                    record = finished(record.to_status(), now=done, state=state, polls=0,
+                                      timeout_seconds=timeout)
             return runs_part(Owner.RELAY, status, record, spec.history_limit)
 
-        await self._record(obj, part)
+        written = await self._record(obj, part)
+        if isinstance(found, Found) and written:
+            run = find_run((self.deps.status.known(obj.ref)).get("runs"), schedule_time)
+            if run is not None and run.get("result") == "Running":
+                self._follow(obj, spec, found, format_time(schedule_time), deadline, done)
         return self._answer(outcome)
+
+    def _operation(self, spec: ScheduledCallSpec | GcpTaskSpec,
+                   outcome: CallOutcome) -> Found | str | None:
+        """The operation the call started, when the spec asks to follow one."""
+        if spec.operation is None or not spec.operation.follow or not outcome.succeeded:
+            return None
+        return detect(spec.target.uri, outcome.body)
+
+    def _follow(self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec, found: Found,
+                run_key: str, deadline: datetime.datetime, started: datetime.datetime) -> None:
+        if self.follower is None:
+            return
+        self.follower.follow(Pending(
+            ref=obj.ref, run_key=run_key, style=found.style, name=found.name,
+            poll_url=found.poll_url, deadline=deadline, started=started,
+            service_account=spec.service_account_name, **poll_auth(spec),
+            history_limit=getattr(spec, "history_limit", 10),
+            ttl_seconds=getattr(spec, "ttl_seconds_after_finished", None),
+            timeout_seconds=spec.operation.timeout_seconds if spec.operation else 3600,
+        ))
 
     async def _run_task(self, request: RelayRequest, obj: ObjectView,
                         spec: GcpTaskSpec) -> Answer:
@@ -223,10 +281,21 @@ class Relay:
         number = task_attempt(request.headers.get("x-cloudtasks-taskretrycount"))
         eta = task_eta(request.headers.get("x-cloudtasks-tasketa"))
         done = self.deps.clock.now()
+        found = self._operation(spec, outcome)
+        timeout = spec.operation.timeout_seconds if spec.operation else 0
+        deadline = done + datetime.timedelta(seconds=timeout)
+        extra: dict[str, Any] = {}
+        if isinstance(found, Found):
+            op = OperationRecord(found.name, False, poll_url=found.poll_url, deadline=deadline)
+            state = read_state(found.style, outcome.body)
+            if state is not None and state.done:
+                op = OperationRecord(found.name, True, state.error_code, state.error_message,
+                                     state.response, poll_url=found.poll_url, polls=0)
+            extra["operation"] = op.to_status()
 
         def part(status: Mapping[str, Any]) -> Part:
             base = outcome_part(Owner.RELAY, status, now=done, created=True, exists=True,
-                                attempt=attempt)
+                                attempt=attempt, extra=extra)
             fields = dict(base.fields)
             last = dict(fields.get("lastAttempt") or {})
             if number is not None:
@@ -235,13 +304,19 @@ class Relay:
                 last["scheduleTime"] = format_time(eta)
             if outcome.body:
                 last["response"] = trimmed(outcome.body)
+            if isinstance(found, str):
+                last["message"] = f"{last.get('message', '')}; {found}"
             fields["lastAttempt"] = last
             return Part(Owner.RELAY, fields, base.conditions)
 
-        await self._record(obj, part)
+        written = await self._record(obj, part)
+        if "operation" in extra and not extra["operation"]["done"] and written:
+            assert isinstance(found, Found)
+            self._follow(obj, spec, found, "", deadline, done)
         return self._answer(outcome)
 
-    async def _record(self, obj: ObjectView, part: Any) -> None:
+    async def _record(self, obj: ObjectView, part: Any) -> bool:
+        """Write the relay's part; False when it could not be written."""
         try:
             written = await self.deps.status.write(obj.ref, True, part)
         except Exception as exc:
@@ -249,13 +324,15 @@ class Relay:
             # call again); the run is missing from status, which the log says.
             log.error("the relay's record of %s/%s was not written: %s", obj.ref.namespace,
                       obj.ref.name, classify(exc).message)
-            return
+            return False
         if obj.ref.kind == "GcpTask":
             post_transitions(self.deps.events, obj.ref, written)
+        return True
 
     @staticmethod
     def _answer(outcome: CallOutcome) -> Answer:
         if outcome.http_status is not None:
             return Answer(outcome.http_status, {"httpStatus": outcome.http_status})
         return Answer(504 if outcome.timed_out else 502, {"error": outcome.error[:200]})
+
 
