@@ -56,6 +56,7 @@ class ConfigMapWatcher:
         self.log: list[str] = []  # what it did, with times, for a failure's message
         self._t0 = time.monotonic()
         self._stop = threading.Event()
+        self._watch: k8s_watch.Watch | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ConfigMapWatcher:
@@ -64,6 +65,10 @@ class ConfigMapWatcher:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        w = self._watch
+        resp = getattr(w, "_resp", None)  # the open watch response, if any
+        if resp is not None:
+            resp.shutdown()  # urllib3 >= 2.3: ends a blocking read from another thread
         self._thread.join(timeout=10)
 
     def _note(self, what: str) -> None:
@@ -81,7 +86,7 @@ class ConfigMapWatcher:
                     self._note(f"listed at {rv}")
                 self.watches_started += 1
                 self._note(f"watch from {rv}")
-                w = k8s_watch.Watch()
+                w = self._watch = k8s_watch.Watch()
                 for event in w.stream(
                     self.core.list_namespaced_config_map,
                     self.namespace,
@@ -149,16 +154,21 @@ def test_restart_keeps_cluster_and_clients(own_controlplane: ControlPlane, tmp_p
         assert whoami.stdout == f"system:serviceaccount:{ns}:survivor"
 
         # The watch client reconnects to the restarted server and sees what happens there.
-        core.create_namespaced_config_map(
-            ns, k8s_client.V1ConfigMap(metadata=k8s_client.V1ObjectMeta(name="after"))
-        )
-        watcher._note("created 'after'")
+        # (Its new watch cache starts at etcd's current revision, so the client's old
+        # resourceVersion may be answered with 410 Gone and a relist, as informers expect.)
+        # Change the ConfigMap until the client's new watch delivers one of the changes.
         deadline = time.monotonic() + 30
-        while ("ADDED", "after") not in watcher.seen and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert ("ADDED", "after") in watcher.seen, (
-            f"the watch did not see the ConfigMap created after the restart: saw "
-            f"{watcher.seen}; its log: {watcher.log}"
+        n = 0
+        while ("MODIFIED", "before") not in watcher.seen and time.monotonic() < deadline:
+            n += 1
+            core.patch_namespaced_config_map("before", ns, {"data": {"kept": "yes", "n": str(n)}})
+            watcher._note(f"patched 'before' (n={n})")
+            wait_until = time.monotonic() + 1
+            while ("MODIFIED", "before") not in watcher.seen and time.monotonic() < wait_until:
+                time.sleep(0.1)
+        assert ("MODIFIED", "before") in watcher.seen, (
+            f"the watch saw no change made after the restart: saw {watcher.seen}; "
+            f"its log: {watcher.log}"
         )
         assert watcher.watches_started >= 2, "the watch never had to reconnect"
 

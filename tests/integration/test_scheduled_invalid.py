@@ -54,6 +54,24 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
      "spec.target.auth.serviceAccountEmail"),
     ("email-without-domain-dot", {"target.auth.serviceAccountEmail": "runner@localhost"},
      "spec.target.auth.serviceAccountEmail"),
+    # Templates (delivery: Relay renders them): refused before any Google call
+    *[(f"template-{tid}", {"delivery": "Relay", "target.body": {"json": {"jobName": source}}},
+       "spec.target.body.json.jobName") for tid, source in {
+        "syntax": "{{ run.id ", "unknown-name": "{{ secret }}", "unknown-field": "{{ run.x }}",
+        "dunder": "{{ run.__class__ }}", "string-method": "{{ ''.join }}",
+        "call": "{{ ''.join(['a']) }}", "huge-output": "{{ 'x' * 10**9 }}",
+        "loop": "{% for i in range(9) %}x{% endfor %}", "include": "{% include 'x' %}",
+        "set": "{% set x = 1 %}", "other-filter": "{{ run.id | upper }}",
+        "subscript": "{{ run['id'] }}", "global": "{{ lipsum() }}"}.items()],
+    ("template-in-a-header", {"delivery": "Relay",
+                              "target.headers": [{"name": "X-Run", "value": "{{ nope }}"}]},
+     "spec.target.headers[0].value"),
+    ("template-moving-the-host", {"delivery": "Relay",
+                                  "target.uri": "https://{{ object.name }}.googleapis.com/x"},
+     "spec.target.uri"),
+    ("direct-using-the-template-context",
+     {"target.body": {"json": {"jobName": "wordcount-{{ run.id }}"}}},
+     "spec.target.body.json.jobName"),
 ]
 
 

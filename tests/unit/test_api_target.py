@@ -45,13 +45,13 @@ def test_valid_target_parses_with_defaults_applied() -> None:
 
 def test_json_body_is_serialized_compact_with_sorted_keys() -> None:
     target = parse_scheduled_call(call_spec(), DEFAULTS).target
-    assert target.body == Body(data=b'{"a":[1,2],"b":1}')
+    assert target.body == Body(data=b'{"a":[1,2],"b":1}', kind="json")
     assert json.loads(target.body.data or b"") == {"a": [1, 2], "b": 1}
 
 
 def test_text_and_reference_bodies() -> None:
     text = parse_scheduled_call(with_target(call_spec(), body={"text": "héllo"}), DEFAULTS)
-    assert text.target.body == Body(data="héllo".encode())
+    assert text.target.body == Body(data="héllo".encode(), kind="text")
     cm = parse_scheduled_call(
         with_target(call_spec(), body={"fromConfigMap": {"name": "cfg", "key": "body.json"}}),
         DEFAULTS)

@@ -26,6 +26,7 @@ from gcpcall.api.common import (
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.placement import Defaults, placement_from_spec, resolve_service_account_name
 from gcpcall.api.target import Target, parse_target
+from gcpcall.api.templates import check_templates
 
 __all__ = [
     "DEFAULT_DISPATCH_DEADLINE_SECONDS",
@@ -117,12 +118,15 @@ def parse_gcp_task(spec: Mapping[str, Any], ctx: Defaults) -> GcpTaskSpec:
         raise InvalidSpec(child(path, "queue"), f"{queue!r} is not a queue id (1-100 "
                                                 "letters, digits or hyphens)")
     placement = placement_from_spec(spec, ctx, path)
+    delivery = parse_delivery(spec, path)
     target = parse_target(opt_map(spec, "target", path), child(path, "target"),
+                          templates=delivery is Delivery.RELAY,
                           allow_http=ctx.allow_http,
                           extra_reserved_prefixes=_TASK_RESERVED_PREFIXES)
     schedule_time, delay = _parse_schedule(spec, path, ctx.now)
     deadline = opt_int(spec, "dispatchDeadlineSeconds", path, low=15, high=1800)
-    delivery = parse_delivery(spec, path)
+    check_templates(target, delivery is Delivery.RELAY, child(path, "target"),
+                    allow_http=ctx.allow_http)
     return GcpTaskSpec(
         queue=queue,
         project=placement.project,

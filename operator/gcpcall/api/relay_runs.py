@@ -25,6 +25,7 @@ from gcpcall.api.status import OperationRecord, RunRecord, RunResult, attempt_me
 __all__ = [
     "MAX_RESPONSE_CHARS",
     "CallOutcome",
+    "already_exists",
     "find_run",
     "finished",
     "following",
@@ -51,9 +52,14 @@ class CallOutcome:
     body: bytes = b""
     error: str = ""  # why there was no answer
     timed_out: bool = False
+    # 409 ALREADY_EXISTS for a name only this run renders: an earlier attempt of this run
+    # made it (its answer was lost), so the run is done, not failed
+    already_made: bool = False
 
     @property
     def code(self) -> int:
+        if self.already_made:
+            return 0
         if self.http_status is not None:
             return code_for_http_status(self.http_status)
         return 4 if self.timed_out else 14  # DEADLINE_EXCEEDED, UNAVAILABLE
@@ -132,6 +138,10 @@ def _detail(outcome: CallOutcome) -> str:
 
 def outcome_of(outcome: CallOutcome, host: str) -> tuple[RunResult, int, str]:
     """(result, google.rpc code, message) of one call, as status shows it."""
+    if outcome.already_made:
+        return RunResult.SUCCEEDED, 0, (
+            f"HTTP 409 ALREADY_EXISTS from {host} for the name this run rendered: an earlier "
+            "attempt of this run made it; recorded as made once, not as a failure")
     if outcome.succeeded:
         return RunResult.SUCCEEDED, 0, f"HTTP {outcome.http_status} from {host}"
     message = attempt_message(outcome.code, outcome.http_status, host, _detail(outcome))
@@ -201,3 +211,22 @@ def finished(run: Mapping[str, Any], *, now: datetime, state: OperationState | N
                                f"{state.error_message}")
     return replace(base, result=RunResult.SUCCEEDED, code=0, operation=record,
                    message=f"operation {name} completed")
+
+
+def already_exists(outcome: CallOutcome) -> bool:
+    """A 409 whose Google error status is ALREADY_EXISTS."""
+    if outcome.http_status != 409:
+        return False
+    doc = _json_error(outcome.body)
+    return doc.get("status") == "ALREADY_EXISTS" or "already exists" in str(
+        doc.get("message") or "").lower() or "already an active job" in str(
+        doc.get("message") or "").lower()
+
+
+def _json_error(body: bytes) -> dict[str, Any]:
+    try:
+        doc: Any = json.loads(body[:65536])
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    error = doc.get("error") if isinstance(doc, dict) else None
+    return error if isinstance(error, dict) else {}

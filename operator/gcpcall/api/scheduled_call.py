@@ -29,6 +29,7 @@ from gcpcall.api.placement import (
 )
 from gcpcall.api.schedule import DEFAULT_TIME_ZONE, cron_problem, time_zone_problem
 from gcpcall.api.target import Target, parse_target
+from gcpcall.api.templates import check_templates
 
 __all__ = [
     "DEFAULT_ATTEMPT_DEADLINE_SECONDS",
@@ -134,9 +135,12 @@ def parse_scheduled_call(spec: Mapping[str, Any], ctx: Defaults) -> ScheduledCal
     if len(description) > 500:
         raise InvalidSpec(child(path, "description"), "must be at most 500 characters")
     placement = placement_from_spec(spec, ctx, path)
-    target = parse_target(opt_map(spec, "target", path), child(path, "target"),
-                          allow_http=ctx.allow_http, extra_reserved_names=_JOB_SET_HEADERS)
     delivery = parse_delivery(spec, path)
+    target = parse_target(opt_map(spec, "target", path), child(path, "target"),
+                          templates=delivery is Delivery.RELAY,
+                          allow_http=ctx.allow_http, extra_reserved_names=_JOB_SET_HEADERS)
+    check_templates(target, delivery is Delivery.RELAY, child(path, "target"),
+                    allow_http=ctx.allow_http)
     deadline = opt_int(spec, "attemptDeadlineSeconds", path, low=15, high=1800)
     history = opt_int(spec, "historyLimit", path, low=0, high=50)
     return ScheduledCallSpec(

@@ -50,6 +50,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RESERVED_NAMES = frozenset({"authorization", "host", "content-length"})
 _RESERVED_PREFIXES = ("x-google-", "x-appengine-", "x-cloudscheduler")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_TEMPLATE_SPAN = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
 
 
 class Method(StrEnum):
@@ -79,10 +80,12 @@ class BodySource:
 
 @dataclass(frozen=True)
 class Body:
-    """Exactly one of `data` (inline json/text, already serialized) or `source`."""
+    """Exactly one of `data` (inline json/text, already serialized) or `source`.
+    `kind` says which inline form `data` came from (templates walk a json body's strings)."""
 
     data: bytes | None = None
     source: BodySource | None = None
+    kind: Literal["json", "text"] | None = None
 
 
 @dataclass(frozen=True)
@@ -222,10 +225,10 @@ def _parse_body(raw: Mapping[str, Any] | None, path: str) -> Body | None:
                               ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidSpec(child(path, "json"), f"is not serializable JSON: {exc}") from None
-        return Body(data=text.encode())
+        return Body(data=text.encode(), kind="json")
     if key == "text":
         text_value = opt_str(raw, "text", path) or ""
-        return Body(data=text_value.encode())
+        return Body(data=text_value.encode(), kind="text")
     ref = opt_map(raw, key, path) or {}
     ref_path = child(path, key)
     kind: Literal["ConfigMap", "Secret"] = "ConfigMap" if key == "fromConfigMap" else "Secret"
@@ -291,6 +294,7 @@ def parse_target(
     allow_http: bool,
     extra_reserved_names: frozenset[str] = frozenset(),
     extra_reserved_prefixes: tuple[str, ...] = (),
+    templates: bool = False,
 ) -> Target:
     """Parse and validate `spec.target`; `path` is its JSON path (`spec.target`).
 
@@ -300,7 +304,10 @@ def parse_target(
     if raw is None:
         raise InvalidSpec(path, "is required")
     uri = req_str(raw, "uri", path)
-    parts = check_uri(uri, child(path, "uri"), allow_http=allow_http)
+    # Relay renders templates in the uri (api.templates checks each rendering): the raw
+    # uri is checked with every template span standing in as one plain character.
+    checked = _TEMPLATE_SPAN.sub("t", uri) if templates else uri
+    parts = check_uri(checked, child(path, "uri"), allow_http=allow_http)
     method_raw = opt_str(raw, "method", path) or "POST"
     try:
         method = Method(method_raw)
@@ -314,7 +321,7 @@ def parse_target(
     if body is not None and method not in _BODY_METHODS:
         raise InvalidSpec(child(path, "body"),
                           f"is only allowed with method POST, PUT or PATCH, not {method}")
-    auth = _parse_auth(opt_map(raw, "auth", path), child(path, "auth"), parts, uri)
+    auth = _parse_auth(opt_map(raw, "auth", path), child(path, "auth"), parts, checked)
     target = Target(uri, method, headers, body, auth)
     check_request_size(target, body.data if body else None, child(path, "body"))
     return target

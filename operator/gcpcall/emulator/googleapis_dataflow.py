@@ -45,6 +45,7 @@ does not read Cloud Storage.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import zoneinfo
@@ -87,12 +88,16 @@ class DataflowTemplate:
     kind: str  # "classic" | "flex" | "any"
     job_type: str
     behavior: Behavior
+    # The launch is made at once, its answer sent this much later (real seconds): a test's
+    # caller that gives up first has launched the job without seeing the answer.
+    answer_delay_seconds: float = 0.0
 
     def admin_json(self) -> JsonObject:
         return {
             "gcs_path": self.gcs_path,
             "kind": self.kind,
             "job_type": self.job_type,
+            "answer_delay_seconds": self.answer_delay_seconds,
             **self.behavior.to_json(),
         }
 
@@ -210,7 +215,11 @@ class DataflowApi:
         job_type = doc.get("job_type", "JOB_TYPE_BATCH")
         if job_type not in _JOB_TYPES:
             raise ValueError(f"job_type must be one of {', '.join(_JOB_TYPES)}")
-        template = DataflowTemplate(path, kind, job_type, Behavior.from_json(doc, _DEFAULT_FAILURE))
+        delay = doc.get("answer_delay_seconds", 0.0)
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 60:
+            raise ValueError("answer_delay_seconds must be a number of seconds from 0 to 60")
+        template = DataflowTemplate(path, kind, job_type, Behavior.from_json(doc, _DEFAULT_FAILURE),
+                                    float(delay))
         self.templates[path] = template
         return template
 
@@ -242,7 +251,13 @@ class DataflowApi:
             parameters=body.get("parameters", {}),
             validate_only=call.query.get("validateOnly", "").lower() == "true",
         )
-        return self._launch(call, launch)
+        return await self._answer(self._launch(call, launch), launch.gcs_path)
+
+    async def _answer(self, answer: JsonObject, gcs_path: str) -> JsonObject:
+        template = self.templates.get(gcs_path)
+        if template is not None and template.answer_delay_seconds:
+            await asyncio.sleep(template.answer_delay_seconds)
+        return answer
 
     async def _launch_flex(self, call: ApiCall, params: Mapping[str, str]) -> JsonObject:
         body = call.json_object()
@@ -258,7 +273,7 @@ class DataflowApi:
             parameters=parameter.get("parameters", {}),
             validate_only=body.get("validateOnly") is True,
         )
-        return self._launch(call, launch)
+        return await self._answer(self._launch(call, launch), launch.gcs_path)
 
     def _launch(self, call: ApiCall, launch: _Launch) -> JsonObject:
         if not launch.gcs_path:

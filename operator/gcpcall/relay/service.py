@@ -32,11 +32,13 @@ from gcpcall.api.ownership import Owner, Part
 from gcpcall.api.relay_envelope import EnvelopeError, parse_envelope
 from gcpcall.api.relay_runs import (
     CallOutcome,
+    already_exists,
     find_run,
     finished,
     following,
     outcome_of,
     relay_run,
+    run_id,
     schedule_time_header,
     task_attempt,
     task_eta,
@@ -46,6 +48,7 @@ from gcpcall.api.request import resolve_request
 from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
 from gcpcall.api.status import OperationRecord, runs_part
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
+from gcpcall.api.templates import RunContext, render_request, uses_run_id
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.id_tokens import IdTokenVerifier, TokenRefused
 from gcpcall.gcp.identity import IdentityNotReady
@@ -169,17 +172,25 @@ class Relay:
         return obj, spec
 
     # the call ----------------------------------------------------------------------------
-    async def _call(self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec,
-                    within: float) -> CallOutcome:
-        """Make the spec's request with the object's credentials."""
+    async def _call(
+        self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec, within: float,
+        context: RunContext,
+    ) -> tuple[CallOutcome, dict[str, Any] | None, str]:
+        """Make the spec's request, rendered for this run, with the object's credentials:
+        (the outcome, the rendered request to record, the uri called)."""
         ns = obj.ref.namespace
         try:
             body = await resolve_body(spec.target, ns, self.deps.kube)
         except BodySourceMissing as e:
-            return CallOutcome(None, error=f"{e.field}: {e.message}")
+            return CallOutcome(None, error=f"{e.field}: {e.message}"), None, spec.target.uri
         identity = await self.deps.identities.resolve(ns, spec.service_account_name)
         req = resolve_request(spec.target, identity.email, body=body)
-        headers = dict(req.headers)
+        try:
+            rendered = render_request(spec.target, context, req.body,
+                                      allow_http=self.deps.settings.endpoints.allow_http_targets)
+        except InvalidSpec as e:
+            return CallOutcome(None, error=str(e)), None, spec.target.uri
+        headers = dict(rendered.headers)
         auth = spec.target.auth
         if auth is not None and req.auth_kind is not None:
             try:
@@ -190,14 +201,18 @@ class Relay:
             except Exception as exc:
                 message = str(exc) if isinstance(exc, IdentityNotReady) else classify(
                     exc).message
-                return CallOutcome(None, error=f"no token for the call: {message}")
+                return (CallOutcome(None, error=f"no token for the call: {message}"),
+                        None, rendered.uri)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
         started = time.monotonic()
-        outcome = await self.caller.call(req.method.value, req.uri, headers, req.body, within)
+        outcome = await self.caller.call(req.method.value, rendered.uri, headers, rendered.body,
+                                         within)
         RELAY_CALL_SECONDS.observe(time.monotonic() - started)
+        if already_exists(outcome) and uses_run_id(rendered, context):
+            outcome = dataclasses.replace(outcome, already_made=True)
         RELAY_CALLS.labels(spec.target.host, str(outcome.code)).inc()
-        return outcome
+        return outcome, rendered.record() if rendered.fields else None, rendered.uri
 
     async def _run_call(self, request: RelayRequest, obj: ObjectView,
                         spec: ScheduledCallSpec) -> Answer:
@@ -212,17 +227,20 @@ class Relay:
             return Answer(200, {"result": previous.get("result"),
                                 "note": "this run was already made"})
         within = max(_MIN_CALL, spec.attempt_deadline_seconds - _MARGIN)
-        outcome = await self._call(obj, spec, within)
+        attempt = int((previous or {}).get("attempts") or 0) + 1
+        context = RunContext(run_id(obj.ref.uid, schedule_time), schedule_time, attempt,
+                             obj.ref.namespace, obj.ref.name, now)
+        outcome, request_record, uri = await self._call(obj, spec, within, context)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         done = self.deps.clock.now()
-        found = self._operation(spec, outcome)
+        found = self._operation(spec, outcome, uri)
         timeout = spec.operation.timeout_seconds if spec.operation else 0
         deadline = done + datetime.timedelta(seconds=timeout)
 
         def part(status: Mapping[str, Any]) -> Part:
             before = find_run(status.get("runs"), schedule_time)
             record = relay_run(before, uid=obj.ref.uid, schedule_time=schedule_time, now=done,
-                               outcome=outcome, host=spec.target.host)
+                               outcome=outcome, host=spec.target.host, request=request_record)
             if isinstance(found, str):
                 record = dataclasses.replace(record, message=f"{record.message}; {found}")
             elif found is not None:
@@ -242,12 +260,13 @@ class Relay:
                 self._follow(obj, spec, found, format_time(schedule_time), deadline, done)
         return self._answer(outcome)
 
-    def _operation(self, spec: ScheduledCallSpec | GcpTaskSpec,
-                   outcome: CallOutcome) -> Found | str | None:
-        """The operation the call started, when the spec asks to follow one."""
-        if spec.operation is None or not spec.operation.follow or not outcome.succeeded:
+    def _operation(self, spec: ScheduledCallSpec | GcpTaskSpec, outcome: CallOutcome,
+                   uri: str) -> Found | str | None:
+        """The operation the call (to `uri`) started, when the spec asks to follow one."""
+        if spec.operation is None or not spec.operation.follow or not outcome.succeeded \
+                or outcome.already_made:
             return None
-        return detect(spec.target.uri, outcome.body)
+        return detect(uri, outcome.body)
 
     def _follow(self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec, found: Found,
                 run_key: str, deadline: datetime.datetime, started: datetime.datetime) -> None:
@@ -273,15 +292,19 @@ class Relay:
             return Answer(200, {"result": current.get("phase"), "note": "already finished"})
         started = self.deps.clock.now()
         within = max(_MIN_CALL, spec.dispatch_deadline_seconds - _MARGIN)
-        outcome = await self._call(obj, spec, within)
+        number = task_attempt(request.headers.get("x-cloudtasks-taskretrycount"))
+        eta = task_eta(request.headers.get("x-cloudtasks-tasketa"))
+        # a task is one execution: its id is the object's, whatever attempt this is
+        execution = (obj.created or started).replace(microsecond=0)
+        context = RunContext(run_id(obj.ref.uid, execution), execution, number or 1,
+                             obj.ref.namespace, obj.ref.name, started)
+        outcome, request_record, uri = await self._call(obj, spec, within, context)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         _, code, message = outcome_of(outcome, spec.target.host)
         attempt = ObservedAttempt(dispatch_time=started, code=code,
                                   http_status=outcome.http_status, message=message)
-        number = task_attempt(request.headers.get("x-cloudtasks-taskretrycount"))
-        eta = task_eta(request.headers.get("x-cloudtasks-tasketa"))
         done = self.deps.clock.now()
-        found = self._operation(spec, outcome)
+        found = self._operation(spec, outcome, uri)
         timeout = spec.operation.timeout_seconds if spec.operation else 0
         deadline = done + datetime.timedelta(seconds=timeout)
         extra: dict[str, Any] = {}
@@ -304,6 +327,8 @@ class Relay:
                 last["scheduleTime"] = format_time(eta)
             if outcome.body:
                 last["response"] = trimmed(outcome.body)
+            if request_record is not None:
+                last["request"] = request_record
             if isinstance(found, str):
                 last["message"] = f"{last.get('message', '')}; {found}"
             fields["lastAttempt"] = last
