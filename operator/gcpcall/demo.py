@@ -2,9 +2,10 @@
 
 Why a demo command: a new user (or reviewer) should see a ScheduledGcpCall become a Cloud
 Scheduler job, run, and report its result without a Google project. It starts the real
-Kubernetes API server built by `make controlplane`, the local Google Cloud emulator, a
-stand-in for the Compute API (answering like `compute.googleapis.com` does), and the
-operator; applies `examples/`; asks for a run; and prints what `kubectl` shows.
+Kubernetes API server built by `make controlplane`, the local Google Cloud emulator (with
+its stand-ins for Compute and Dataflow, answering as those APIs do), and the operator with
+its relay; applies `examples/`; runs the MIG resize (followed to the end of its operation)
+and the Dataflow launch; and prints what `kubectl` shows. `--keep` leaves it all running.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -99,27 +99,31 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
-class _Compute(BaseHTTPRequestHandler):
-    """Answers like the Compute API: every mutation returns a `compute#operation`."""
+# What the examples call, declared in the emulator's Google APIs stand-in (they would be
+# real resources in a real project): the MIG the resize targets, the Cloud Armor policy,
+# the Dataflow template (its jobs stay active a minute, so a reused name meets the 409).
+_DECLARATIONS = {
+    "compute": {
+        "instance_group_managers": [{"project": "demo-project", "zone": "europe-west3-a",
+                                     "name": "web", "target_size": 2,
+                                     "done_after_seconds": 3}],
+        "security_policies": [{"project": "demo-project", "name": "edge",
+                               "rules": [{"priority": 1000, "action": "deny(403)",
+                                          "match": {"versionedExpr": "SRC_IPS_V1",
+                                                    "config": {"srcIpRanges":
+                                                               ["198.51.100.0/24"]}}}]}],
+    },
+    "dataflow": {"templates": [{"gcs_path": "gs://dataflow-templates/latest/Word_Count",
+                                "done_after_seconds": 60}]},
+}
+_GSA = "demo-operator@demo-project.iam.gserviceaccount.com"
+_RELAY_HOST = "relay.demo.gcpcall.test"
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        op = {
-            "kind": "compute#operation",
-            "name": f"operation-{uuid.uuid4().hex[:12]}",
-            "status": "RUNNING",
-            "targetLink": self.path.split("?")[0],
-        }
-        payload = json.dumps(op).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"compute stand-in: {self.command} {self.path.split('?')[0]}\n")
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _make_queue(grpc_target: str, queue: str) -> None:
@@ -134,6 +138,14 @@ def _make_queue(grpc_target: str, queue: str) -> None:
         transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(grpc_target)))
     parent = "projects/demo-project/locations/europe-west3"
     client.create_queue(parent=parent, queue=tasks_v2.Queue(name=f"{parent}/queues/{queue}"))
+
+
+def _admin(http: str, method: str, path: str, body: Any) -> Any:
+    req = urllib.request.Request(  # noqa: S310 - the loopback emulator's admin API
+        f"{http}/emulator/v1{path}", data=json.dumps(body).encode(), method=method,
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback emulator
+        return json.loads(resp.read() or b"null")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -171,20 +183,23 @@ def main(argv: Sequence[str]) -> int:
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         kubectl("apply", "-f", str(REPO / "admission"))  # as the chart does on 1.36+
 
-        _say("starting the local Google Cloud emulator and a Compute API stand-in")
-        compute = ThreadingHTTPServer(("127.0.0.1", 0), _Compute)
-        threading.Thread(target=compute.serve_forever, daemon=True).start()
-        stack.callback(compute.shutdown)
+        _say("starting the local Google Cloud emulator (Cloud Scheduler, Cloud Tasks, IAM, "
+             "and stand-ins for Compute and Dataflow)")
+        relay_port = _free_port()
         emu = stack.enter_context(process(
             [sys.executable, "-m", "gcpcall", "emulator", "--grpc-port", "0", "--http-port", "0",
-             "--host-map", ",".join(f"{host}=http://127.0.0.1:{compute.server_address[1]}"
-                                    for host in ("compute.googleapis.com",
-                                                 "dataflow.googleapis.com"))],
+             "--googleapis-declare", json.dumps(_DECLARATIONS),
+             "--host-map", f"{_RELAY_HOST}=http://127.0.0.1:{relay_port}"],
             work / "emulator.log", pipe=True))
         assert emu.stdout is not None
         ports = json.loads(emu.stdout.readline())
+        http = f"http://127.0.0.1:{ports['http_port']}"
+        _admin(http, "PUT", "/metadata", {"email": _GSA, "projectId": "demo-project"})
 
-        _say("starting the operator (identity mode Operator, against the emulator)")
+        _say("starting the operator (identity mode Operator, its relay on "
+             f"https://{_RELAY_HOST}/relay)")
+        googleapis = ",".join(f"{host}={http}/googleapis/{host}" for host in (
+            "compute.googleapis.com", "dataflow.googleapis.com", "cloudbuild.googleapis.com"))
         env = dict(os.environ)
         env.update(
             KUBECONFIG=kubeconfig, GCPCALL_CLUSTER_NAME="demo", GCPCALL_PROJECT="demo-project",
@@ -192,6 +207,13 @@ def main(argv: Sequence[str]) -> int:
             GCPCALL_SCHEDULER_ENDPOINT=f"127.0.0.1:{ports['grpc_port']}",
             GCPCALL_TASKS_ENDPOINT=f"127.0.0.1:{ports['grpc_port']}",
             GCPCALL_GRPC_INSECURE="true", GCPCALL_RUN_SETTLE_SECONDS="1",
+            # the operator's own Google account: the emulator's metadata server
+            GCE_METADATA_HOST=http.removeprefix("http://"),
+            GCPCALL_IAM_CREDENTIALS_ENDPOINT=http,
+            GCPCALL_OIDC_CERTS_URL=f"{http}/oauth2/v1/certs",
+            GCPCALL_RELAY_URL=f"https://{_RELAY_HOST}/relay",
+            GCPCALL_RELAY_PORT=str(relay_port), GCPCALL_RELAY_ADDRESS="127.0.0.1",
+            GCPCALL_HOST_MAP=googleapis,
             PYTHONUNBUFFERED="1",
         )
         stack.enter_context(process(
@@ -206,13 +228,17 @@ def main(argv: Sequence[str]) -> int:
         print(kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
         kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "sgc", "--all", "--timeout=60s")
 
-        _say("kubectl annotate sgc scale-up-mig gcpcall.dev/run-requested-at=<now>  (run now)")
+        _say("kubectl annotate sgc scale-up-mig nightly-dataflow "
+             "gcpcall.dev/run-requested-at=<now>  (run them now)")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        kubectl("annotate", "-n", NAMESPACE, "sgc", "scale-up-mig",
+        kubectl("annotate", "-n", NAMESPACE, "sgc", "scale-up-mig", "nightly-dataflow",
                 f"gcpcall.dev/run-requested-at={stamp}", "--overwrite")
-        _wait(lambda: kubectl("get", "-n", NAMESPACE, "sgc", "scale-up-mig",
-                              "-o", "jsonpath={.status.lastRun.result}").strip(),
-              60, "the run to be recorded")
+        _wait(lambda: kubectl("get", "-n", NAMESPACE, "sgc", "scale-up-mig", "-o",
+                              "jsonpath={.status.lastRun.operation.done}").strip() == "true",
+              90, "the resize's operation to be followed to its end")
+        _wait(lambda: kubectl("get", "-n", NAMESPACE, "sgc", "nightly-dataflow", "-o",
+                              "jsonpath={.status.lastRun.result}").strip(),
+              60, "the Dataflow launch to be recorded")
 
         _say(f"kubectl get sgc -n {NAMESPACE} -o wide")
         print(kubectl("get", "sgc", "-n", NAMESPACE, "-o", "wide"), end="")
@@ -221,11 +247,16 @@ def main(argv: Sequence[str]) -> int:
               not in ("", "Pending", "Queued", "Running"), 60, "the task to finish")
         _say(f"kubectl get gtask -n {NAMESPACE}")
         print(kubectl("get", "gtask", "-n", NAMESPACE), end="")
+        _say(f"kubectl get sgc -n {NAMESPACE} scale-up-mig -o jsonpath='{{.status.lastRun}}'  "
+             "(the run, with the operation it started)")
+        print(json.dumps(json.loads(kubectl("get", "sgc", "-n", NAMESPACE, "scale-up-mig", "-o",
+                                            "jsonpath={.status.lastRun}")), indent=2))
         _say(f"kubectl describe sgc -n {NAMESPACE} scale-up-mig")
         print(kubectl("describe", "sgc", "-n", NAMESPACE, "scale-up-mig"), end="")
         print(f"\nlogs: {work}")
         if args.keep:
-            print(f"\nexport KUBECONFIG={kubeconfig}   # Ctrl-C stops everything")
+            print(f"\nexport KUBECONFIG={kubeconfig}\nalias kubectl={kubectl_bin}"
+                  "\n# everything keeps running; Ctrl-C stops it")
             try:
                 while True:
                     time.sleep(3600)

@@ -181,7 +181,7 @@ def _time(value: Any) -> datetime | None:
 def following(previous: RunRecord, operation: OperationRecord) -> RunRecord:
     """The run while the operation it started runs: Running, and how to resume it."""
     return replace(previous, result=RunResult.RUNNING, finish_time=None, operation=operation,
-                   message=f"operation {operation.name} is running")
+                   response="", message=f"operation {operation.name} is running")
 
 
 def finished(run: Mapping[str, Any], *, now: datetime, state: OperationState | None,

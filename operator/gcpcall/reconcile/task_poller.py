@@ -88,6 +88,7 @@ def observe_parts(
     exists = task is not None
     if relay:
         if not exists:
+            parts.append(_relay_attempts)
             parts.append(lambda status: outcome_part(
                 Owner.RELAY, status, now=now, created=True, exists=False))
         return parts
@@ -96,6 +97,15 @@ def observe_parts(
         attempt=task.last_attempt if task is not None else None,
         max_attempts=max_attempts, queue_paused=queue_paused))
     return parts
+
+
+def _relay_attempts(status: Mapping[str, Any]) -> Part:
+    """A relayed task gone before a read saw its last dispatches: the relay's attempt
+    number (Cloud Tasks' retry count + 1) is how many there were, at least."""
+    seen = int((status.get("lastAttempt") or {}).get("attempt") or 0)
+    if seen > int(status.get("dispatchCount") or 0):
+        return Part(Owner.POLLER, {"dispatchCount": seen})
+    return Part(Owner.POLLER)
 
 
 class TaskPoller(BackgroundLoop):
