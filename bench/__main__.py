@@ -1,4 +1,5 @@
-"""`python -m bench [p1] [p3] [p7] [tasks] [writes]`: run the benchmarks, print their figures.
+"""`python -m bench [p1] [p3] [p7] [tasks] [writes] [p8] [p9] [p10] [r6]`: run the benchmarks,
+print their figures.
 
 Every figure is measured in one run on one stack (see harness.py); paste the printed lines
 into RESULTS.md together with the command.
@@ -16,7 +17,7 @@ from bench.harness import stack
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="*", default=["p1", "p3"],
-                        choices=["p1", "p3", "p7", "tasks", "writes"])
+                        choices=["p1", "p3", "p7", "tasks", "writes", "p8", "p9", "p10", "r6"])
     parser.add_argument("--p1-n", type=int, default=50)
     parser.add_argument("--p3-n", type=int, default=1000)
     parser.add_argument("--p3-window", type=float, default=660.0,
@@ -36,6 +37,11 @@ def main() -> int:
             from bench import bench_tasks
 
             print("TASKS", json.dumps(bench_tasks.run(s, args.tasks_n)), flush=True)
+        from bench import bench_relay
+
+        for name in ("p8", "p9", "p10", "r6"):
+            if name in args.which:
+                print(name.upper(), json.dumps(getattr(bench_relay, name)(s)), flush=True)
         if "writes" in args.which:
             from bench import api_writes
 

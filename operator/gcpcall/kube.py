@@ -272,6 +272,22 @@ class KubeClient:
             raise
         return True
 
+    def _lease_path(self, namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(self._lease_path(namespace, name))
+
+    async def create_lease(self, namespace: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a coordination.k8s.io/v1 Lease (409 when someone else just did)."""
+        return await self.request("POST", self._lease_path(namespace), body=dict(lease))
+
+    async def replace_lease(self, namespace: str, name: str,
+                            lease: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a Lease; its metadata.resourceVersion makes it conditional (409)."""
+        return await self.request("PUT", self._lease_path(namespace, name), body=dict(lease))
+
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         """Post a core/v1 Event."""
         await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=dict(event))

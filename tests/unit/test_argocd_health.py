@@ -102,6 +102,19 @@ def lua() -> ArgoLua:
             id="updating",
         ),
         pytest.param(
+            sgc(synced(cond("Ready", "False", "BodySourceNotFound", "Secret 'x' does not exist"))),
+            "Progressing",
+            "BodySourceNotFound",
+            id="waiting-for-the-body-secret",
+        ),
+        pytest.param(
+            sgc(synced(UP, cond("LastRunSucceeded", "Unknown", "OperationRunning",
+                                "operation op-1 is running"))),
+            "Progressing",
+            "operation op-1 is running",
+            id="operation-running",
+        ),
+        pytest.param(
             sgc(
                 synced(cond("Ready", "False", "Deleting")), deletionTimestamp="2026-11-22T10:00:00Z"
             ),
@@ -166,12 +179,6 @@ def lua() -> ArgoLua:
             "Healthy",
             JOB,
             id="last-run-succeeded",
-        ),
-        pytest.param(
-            sgc(synced(UP, cond("LastRunSucceeded", "Unknown", "OperationRunning"))),
-            "Healthy",
-            JOB,
-            id="operation-running",
         ),
         pytest.param(
             sgc(

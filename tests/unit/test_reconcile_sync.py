@@ -195,3 +195,38 @@ async def test_untracked_objects_cost_no_list() -> None:
     assert world.sync.tracked() == 0
     assert await run_to(world, 600) == float("inf") - 1000.0
     assert lists(world) == 0
+
+
+async def test_a_restart_lists_each_group_once_however_the_objects_trickle_in() -> None:
+    """Resumed objects arrive one by one over many seconds (kopf's initial listing): the
+    first ones are gathered into one list, and the later ones are checked against it."""
+    world = World()
+    objects = [world.add(f"o-{i}") for i in range(8)]
+    for t in objects:
+        world.sync.untrack(t.ref)
+    world.scheduler.jobs[objects[-1].job_name].schedule = "0 0 1 1 *"  # drifted while down
+    for t in objects[:3]:
+        world.sync.track(t, list_soon=True)
+    assert await run_to(world, 1) == pytest.approx(2.0)  # gathered: listed 2 s after
+    await run_to(world, 2)
+    assert lists(world) == 1
+    for i, t in enumerate(objects[3:]):  # stragglers, seconds later
+        world.sync.track(t, list_soon=True)
+        await run_to(world, 10 + i)
+    assert lists(world) == 1
+    assert world.scheduler.calls.count("UpdateJob") == 1  # the drift, from the shared list
+
+
+async def test_a_straggler_missing_from_the_shared_list_is_listed_again() -> None:
+    """Not in the restart's list (made since): a list decides, never a blind create."""
+    world = World()
+    first = world.add("first")
+    world.sync.untrack(first.ref)
+    world.sync.track(first, list_soon=True)
+    await run_to(world, 2)
+    newer = world.add("newer")
+    world.sync.untrack(newer.ref)
+    world.sync.track(newer, list_soon=True)
+    await run_to(world, 5)
+    assert lists(world) == 2
+    assert "CreateJob" not in world.scheduler.calls

@@ -28,7 +28,8 @@ local function describe(c)
 end
 
 -- Ready=False reasons that the operator retries by itself.
-local transient = {Creating = true, Updating = true, Deleting = true, GcpError = true}
+local transient = {Creating = true, Updating = true, Deleting = true, GcpError = true,
+                   BodySourceNotFound = true}
 
 local status = obj.status
 if status == nil or status.phase == nil then

@@ -1,6 +1,7 @@
 -- Argo CD health of a ScheduledGcpCall (gcpcall.dev/v1alpha1).
 -- Progressing: the operator has not yet handled the current spec, or is creating,
---   updating or deleting the Cloud Scheduler job.
+--   updating or deleting the Cloud Scheduler job, or waits for the ConfigMap/Secret the
+--   body names; or the last run's long-running operation is still running.
 -- Degraded: Ready is False (the job could not be made as specified) or the last run failed.
 -- Suspended: the job is paused (spec.paused).
 -- Healthy: the job exists as specified and the last run, if any, succeeded.
@@ -44,7 +45,8 @@ if ready == nil or ready.status == "Unknown" then
   return hs
 end
 if ready.status == "False" then
-  if ready.reason == "Creating" or ready.reason == "Updating" or ready.reason == "Deleting" then
+  if ready.reason == "Creating" or ready.reason == "Updating" or ready.reason == "Deleting"
+      or ready.reason == "BodySourceNotFound" then
     hs.message = describe(ready)
     return hs
   end
@@ -57,6 +59,10 @@ local lastRun = condition(status, "LastRunSucceeded")
 if lastRun ~= nil and lastRun.status == "False" then
   hs.status = "Degraded"
   hs.message = "Last run failed: " .. describe(lastRun)
+  return hs
+end
+if lastRun ~= nil and lastRun.reason == "OperationRunning" then
+  hs.message = "Last run: " .. describe(lastRun)
   return hs
 end
 

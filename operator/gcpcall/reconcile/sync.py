@@ -52,6 +52,8 @@ GroupKey = tuple[Hashable, str, str]  # (identity key, project, location)
 _FOLLOW_UPS = (2.0, 4.0, 8.0, 16.0, 30.0)  # re-lists while a due run has not shown yet
 _RETRY_FAST = 15.0
 _RUN_WAIT = 120.0  # how long a requested run is looked for (a paused job never runs it)
+_GATHER = 2.0  # after a restart, wait this long for more resumed members before listing
+_SHARE = 120.0  # how long a restart's list answers for members resumed after it
 _RETRY_SLOW = 300.0
 
 
@@ -100,9 +102,15 @@ class _Group:
     last_list: float = 0.0
     last_drift_check: float = 0.0
     list_at: float = 0.0  # monotonic time of the next list
-    soon: bool = False  # list at once (after a restart: drift and missed runs)
+    soon: bool = False  # list soon (after a restart: drift and missed runs)
+    soon_at: float = float("inf")
     extra_at: float = float("inf")  # a list asked for (a run was requested)
     follow_up: int = 0
+    # The last list, kept a while after a restart's list: objects resumed after it are
+    # checked against it instead of listing the group again for each trickle of them.
+    listed: dict[str, Job] | None = None
+    listed_until: float = 0.0
+    late: set[str] = field(default_factory=set)  # uids to check against `listed`
 
 
 class ScheduledSync(BackgroundLoop):
@@ -139,7 +147,12 @@ class ScheduledSync(BackgroundLoop):
             self._groups[t.group] = group
         group.members[t.job_name] = t
         self._where[t.ref.uid] = t.group
-        group.soon |= list_soon
+        if list_soon:
+            now = self.clock.monotonic()
+            if group.listed is not None and now < group.listed_until:
+                group.late.add(t.ref.uid)  # checked against the list just made
+            elif not group.soon:
+                group.soon, group.soon_at = True, now + _GATHER
         self._reschedule(group)
         TRACKED.labels(self.name).set(len(self._where))
         self.wake()
@@ -186,6 +199,8 @@ class ScheduledSync(BackgroundLoop):
         if group.follow_up:
             candidates.append(group.last_list + _FOLLOW_UPS[group.follow_up - 1])
         if group.soon:
+            candidates.append(group.soon_at)
+        if group.late:
             candidates.append(self.clock.monotonic())
         candidates.append(group.extra_at)
         group.list_at = min(candidates)
@@ -197,6 +212,10 @@ class ScheduledSync(BackgroundLoop):
             if self._groups.get(group.key) is not group:
                 continue  # emptied meanwhile
             try:
+                if group.late and group.listed is not None and now < group.listed_until:
+                    await self._sync_late(group)  # no List: they share the restart's
+                    if group.list_at > now:
+                        continue
                 await self.sync_group(group)
             except Exception:
                 log.exception("sync of group %s failed", group.key[1:])
@@ -209,8 +228,10 @@ class ScheduledSync(BackgroundLoop):
         any_member = next(iter(group.members.values()))
         _, project, location = group.key
         started = self.clock.monotonic()
-        group.soon = False
+        restart_list = group.soon
+        group.soon, group.soon_at = False, float("inf")
         group.extra_at = float("inf")
+        group.late.clear()  # this list covers them
         drift_check = started >= group.last_drift_check + 0.9 * self.settings.drift_check_seconds
         try:
             identity = await self.identities.resolve(
@@ -234,6 +255,10 @@ class ScheduledSync(BackgroundLoop):
             SYNC_LISTS.labels("ScheduledGcpCall").inc()
         SYNC_LAST_LIST.labels("ScheduledGcpCall").set(time.time())
         by_name = {job.name: job for job in jobs}
+        if restart_list:
+            group.listed, group.listed_until = by_name, self.clock.monotonic() + _SHARE
+        elif group.listed is not None and self.clock.monotonic() >= group.listed_until:
+            group.listed = None
         waiting = False
         for member in list(group.members.values()):
             if self._where.get(member.ref.uid) != group.key:
@@ -247,6 +272,28 @@ class ScheduledSync(BackgroundLoop):
         group.follow_up = min(group.follow_up + 1, len(_FOLLOW_UPS)) if waiting else 0
         self._reschedule(group)
         SYNC_DURATION.labels("ScheduledGcpCall").observe(self.clock.monotonic() - started)
+
+    async def _sync_late(self, group: _Group) -> None:
+        """Members resumed after the group's restart list: checked against that list."""
+        assert group.listed is not None
+        late, group.late = group.late, set()
+        members = [m for m in group.members.values() if m.ref.uid in late]
+        if not members:
+            self._reschedule(group)
+            return
+        try:
+            identity = await self.identities.resolve(members[0].ref.namespace,
+                                                     members[0].service_account)
+        except IdentityNotReady:
+            self._reschedule(group)
+            return
+        for member in members:
+            job = group.listed.get(member.job_name)
+            if job is None:  # made after that list, or deleted since: a new list decides
+                group.extra_at = min(group.extra_at, self.clock.monotonic())
+                continue
+            await self._sync_member(member, job, identity)
+        self._reschedule(group)
 
     def _failed(self, group: _Group, retry_in: float) -> None:
         group.last_list = self.clock.monotonic()
