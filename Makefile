@@ -23,6 +23,10 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR) \
   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR)
+# promtool, for the chart's alert rules (`promtool check rules`, `promtool test rules`):
+# Prometheus v3.16.0, whose Go module is tagged v0.316.0 (release v3.X.Y is module v0.3XX.Y).
+PROMTOOL_VERSION := 3.16.0
+PROMTOOL_MODULE_VERSION := v0.316.0
 # Go 1.27 turns on GOEXPERIMENT=jsonv2, which breaks kube-openapi's /openapi/v2; pin it off.
 GO_ENV := GOEXPERIMENT=nojsonv2 GOFLAGS=-buildvcs=false
 CP_LDFLAGS := -s -w \
@@ -77,13 +81,30 @@ $(BIN)/helm:
 	mkdir -p $(BIN)
 	GOBIN=$(abspath $(BIN)) $(GO_ENV) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
-tools: $(BIN)/helm
+# promtool, built from the Go module proxy like helm.
+$(BIN)/promtool:
+	mkdir -p $(BIN)
+	GOBIN=$(abspath $(BIN)) $(GO_ENV) go install \
+	  -ldflags "-s -w -X github.com/prometheus/common/version.Version=$(PROMTOOL_VERSION)" \
+	  github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_MODULE_VERSION)
+
+tools: $(BIN)/helm $(BIN)/promtool
 
 lint: venv tools
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(BIN)/helm lint --strict helm/gcpcall-operator
+	@# the chart's alerts: the PrometheusRule's spec as a rules file, then its unit tests
+	@rules=$$(mktemp -d) && trap 'rm -rf "$$rules"' EXIT && \
+	  $(BIN)/helm template gcpcall-operator helm/gcpcall-operator -n gcpcall-system \
+	    --set clusterName=e2e --set metrics.prometheusRule.enabled=true \
+	    --show-only templates/prometheusrule.yaml \
+	  | $(VENV)/bin/python -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(sys.stdin)["spec"], sys.stdout)' \
+	    > "$$rules/gcpcall-alerts.rules.yaml" && \
+	  cp tests/e2e/test_alert_rules_promtool.yaml "$$rules/" && \
+	  $(BIN)/promtool check rules "$$rules/gcpcall-alerts.rules.yaml" && \
+	  $(BIN)/promtool test rules "$$rules/test_alert_rules_promtool.yaml"
 	$(VENV)/bin/hadolint Dockerfile
 
 test: venv controlplane tools

@@ -7,6 +7,7 @@ Why here and not in unit/: these tests run the helm binary (`make tools`).
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from tests.e2e.conftest import (
     of_kind,
     one,
 )
+from tests.unit.test_dashboard import DASHBOARD
 
 FULL_NAME = RELEASE  # the release is named after the chart
 
@@ -49,8 +51,29 @@ def rules(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
-def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return dict(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+def deployment(docs: list[dict[str, Any]], name: str = FULL_NAME) -> dict[str, Any]:
+    found = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one Deployment {name}, got {len(found)}"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]], name: str = FULL_NAME) -> dict[str, Any]:
+    """The first container of the Deployment `name` (default: the operator's)."""
+    return dict(deployment(docs, name)["spec"]["template"]["spec"]["containers"][0])
+
+
+def env_of(docs: list[dict[str, Any]], name: str = FULL_NAME) -> dict[str, str]:
+    return {e["name"]: str(e["value"]) for e in container(docs, name).get("env", [])}
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, got {len(found)}"
+    return found[0]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 # --- lint ----------------------------------------------------------------------------------
@@ -62,9 +85,11 @@ def test_helm_lint_strict_with_the_defaults(helm: Helm) -> None:
     assert "0 chart(s) failed" in proc.stdout
 
 
-def test_helm_lint_strict_with_every_feature_on(helm: Helm) -> None:
-    proc = helm.lint(everything_on())
+@pytest.mark.parametrize("relay", ["in-process", "deployment"])
+def test_helm_lint_strict_with_every_feature_on(helm: Helm, relay: str) -> None:
+    proc = helm.lint(everything_on() if relay == "in-process" else everything_on_relay_apart())
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[WARNING]" not in proc.stdout, proc.stdout
 
 
 # --- CRDs ----------------------------------------------------------------------------------
@@ -281,6 +306,38 @@ def everything_on() -> dict[str, Any]:
     )
 
 
+RELAY_URL = "https://relay.example.com/gcpcall/v1"
+
+
+def everything_on_relay_apart() -> dict[str, Any]:
+    """Every option on, the relay as its own Deployment behind a Gateway."""
+    out = everything_on()
+    out["relay"] = {
+        "enabled": True,
+        "url": RELAY_URL,
+        "oidc": {"certsUrl": "https://certs.example.com/oauth2/v1/certs",
+                 "issuer": "https://accounts.example.com"},
+        "deployment": {
+            "enabled": True,
+            "replicas": 3,
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "nodeSelector": {"pool": "relay"},
+        },
+        "httpRoute": {
+            "enabled": True,
+            "parentRefs": [{"name": "external", "namespace": "gateways", "sectionName": "https"}],
+            "annotations": {"example.com/owner": "platform"},
+            "labels": {"gateway": "external"},
+        },
+    }
+    out["networkPolicy"]["relayFrom"] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateways"}}}]
+    out["metrics"]["prometheusRule"] = {"enabled": True, "labels": {"release": "prom"},
+                                        "additionalLabels": {"team": "platform"}}
+    out["metrics"]["dashboard"] = {"enabled": True}
+    return out
+
+
 def test_more_than_one_replica_peers_with_kopf(helm: Helm) -> None:
     docs = helm.template(values(replicaCount=2))
     deployment = one(docs, "Deployment")
@@ -365,6 +422,221 @@ def test_defaults_render_nothing_optional(helm: Helm) -> None:
     )
 
 
+# --- the relay -----------------------------------------------------------------------------
+
+RELAY = f"{FULL_NAME}-relay"
+
+
+def relay_values(**overrides: Any) -> dict[str, Any]:
+    return values(relay__enabled=True, relay__url=RELAY_URL, **overrides)
+
+
+def test_the_relay_runs_in_the_operator_pod_by_default(helm: Helm) -> None:
+    docs = helm.template(relay_values())
+    assert [d["metadata"]["name"] for d in of_kind(docs, "Deployment")] == [FULL_NAME]
+    env = env_of(docs)
+    assert env["GCPCALL_RELAY_URL"] == RELAY_URL
+    assert env["GCPCALL_RELAY_PORT"] == "8443"
+    assert not {"GCPCALL_RELAY_ADDRESS", "GCPCALL_OIDC_CERTS_URL", "GCPCALL_OIDC_ISSUER"} & set(env)
+    assert {"name": "relay", "containerPort": 8443, "protocol": "TCP"} in container(docs)["ports"]
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/component"] == "operator"
+    service = named(docs, "Service", RELAY)
+    assert selects(service["spec"]["selector"], pod_labels)
+    assert service["spec"]["ports"] == [
+        {"name": "relay", "port": 80, "targetPort": "relay", "protocol": "TCP"}]
+    assert not of_kind(docs, "PodDisruptionBudget")
+    assert not of_kind(docs, "HTTPRoute")
+    # the relay's other settings, when given
+    docs = helm.template(relay_values(relay__address="127.0.0.1", relay__port=9443, relay__oidc={
+        "certsUrl": "https://certs.example.com/c", "issuer": "https://issuer.example.com"}))
+    env = env_of(docs)
+    assert env["GCPCALL_RELAY_PORT"] == "9443"
+    assert env["GCPCALL_RELAY_ADDRESS"] == "127.0.0.1"
+    assert env["GCPCALL_OIDC_CERTS_URL"] == "https://certs.example.com/c"
+    assert env["GCPCALL_OIDC_ISSUER"] == "https://issuer.example.com"
+
+
+def test_the_relay_as_its_own_deployment(helm: Helm) -> None:
+    docs = helm.template(everything_on_relay_apart())
+    operator, relay = deployment(docs), deployment(docs, RELAY)
+    # the operator serves no relay, but points Relay jobs and tasks at its URL
+    op_env = env_of(docs)
+    assert op_env["GCPCALL_RELAY_URL"] == RELAY_URL
+    assert op_env["GCPCALL_RELAY_PORT"] == "0"
+    assert "GCPCALL_OIDC_CERTS_URL" not in op_env
+    assert "relay" not in {p["name"] for p in container(docs)["ports"]}
+
+    # the same image as `gcpcall-operator relay`, with the operator's settings
+    assert relay["spec"]["replicas"] == 3
+    c = container(docs, RELAY)
+    assert c["image"] == container(docs)["image"]
+    assert c["command"] == ["gcpcall-operator"]
+    assert c["args"] == ["relay", "--metrics-port=9090"]
+    relay_env = env_of(docs, RELAY)
+    assert relay_env["GCPCALL_RELAY_PORT"] == "8443"
+    assert relay_env["GCPCALL_OIDC_CERTS_URL"] == "https://certs.example.com/oauth2/v1/certs"
+    assert relay_env["GCPCALL_OIDC_ISSUER"] == "https://accounts.example.com"
+    shared = {k: v for k, v in relay_env.items()
+              if k not in ("GCPCALL_RELAY_PORT", "GCPCALL_OIDC_CERTS_URL", "GCPCALL_OIDC_ISSUER")}
+    assert shared == {k: v for k, v in op_env.items() if k != "GCPCALL_RELAY_PORT"}
+    assert {"GCPCALL_IDENTITY_MODE", "GCPCALL_CLUSTER_NAME", "GCPCALL_PROJECT",
+            "GCPCALL_LOCATION", "GCPCALL_WORKLOAD_POOL", "GCPCALL_CLUSTER_URL"} <= set(shared)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"relay": 8443, "metrics": 9090}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "relay"}
+
+    # hardened like the operator, under its ServiceAccount
+    op_pod, relay_pod = (d["spec"]["template"]["spec"] for d in (operator, relay))
+    assert relay_pod["serviceAccountName"] == op_pod["serviceAccountName"] == FULL_NAME
+    assert relay_pod["securityContext"] == op_pod["securityContext"]
+    assert c["securityContext"] == container(docs)["securityContext"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert relay_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]  # noqa: S108
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}} in relay_pod["volumes"]
+    # its own resources and nodeSelector; the operator's tolerations and affinity
+    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}}
+    assert relay_pod["nodeSelector"] == {"pool": "relay"}
+    assert relay_pod["tolerations"] == op_pod["tolerations"]
+    assert relay_pod["affinity"] == op_pod["affinity"]
+    assert relay_pod["priorityClassName"] == op_pod["priorityClassName"]
+
+    # the two Deployments' pods are told apart by app.kubernetes.io/component
+    op_labels = operator["spec"]["template"]["metadata"]["labels"]
+    relay_labels = relay["spec"]["template"]["metadata"]["labels"]
+    assert op_labels["app.kubernetes.io/component"] == "operator"
+    assert relay_labels["app.kubernetes.io/component"] == "relay"
+    assert selects(relay["spec"]["selector"]["matchLabels"], relay_labels)
+    assert not selects(relay["spec"]["selector"]["matchLabels"], op_labels)
+    assert not selects(operator["spec"]["selector"]["matchLabels"], relay_labels)
+
+    # the relay Service selects the relay's pods; each has its metrics Service
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    assert set(services) == {RELAY, f"{FULL_NAME}-metrics", f"{RELAY}-metrics"}
+    assert selects(services[RELAY]["spec"]["selector"], relay_labels)
+    assert not selects(services[RELAY]["spec"]["selector"], op_labels)
+    assert selects(services[f"{FULL_NAME}-metrics"]["spec"]["selector"], op_labels)
+    assert not selects(services[f"{FULL_NAME}-metrics"]["spec"]["selector"], relay_labels)
+    assert selects(services[f"{RELAY}-metrics"]["spec"]["selector"], relay_labels)
+    monitor = one(docs, "ServiceMonitor")["spec"]
+    for name in (f"{FULL_NAME}-metrics", f"{RELAY}-metrics"):
+        labels = services[name]["metadata"]["labels"]
+        assert selects(monitor["selector"]["matchLabels"], labels)
+        assert labels["app.kubernetes.io/component"] in monitor["selector"][
+            "matchExpressions"][0]["values"]
+    assert monitor["endpoints"][0]["honorLabels"] is True
+
+    # a PodDisruptionBudget for each: the operator's (podDisruptionBudget.enabled) and the
+    # relay's (more than one replica)
+    budgets = {b["metadata"]["name"]: b["spec"] for b in of_kind(docs, "PodDisruptionBudget")}
+    assert set(budgets) == {FULL_NAME, RELAY}
+    assert budgets[RELAY]["maxUnavailable"] == 1
+    assert selects(budgets[RELAY]["selector"]["matchLabels"], relay_labels)
+    assert not selects(budgets[RELAY]["selector"]["matchLabels"], op_labels)
+    assert not selects(budgets[FULL_NAME]["selector"]["matchLabels"], relay_labels)
+
+
+def test_one_relay_replica_has_no_disruption_budget(helm: Helm) -> None:
+    docs = helm.template(relay_values(relay__deployment={"enabled": True, "replicas": 1}))
+    assert deployment(docs, RELAY)["spec"]["replicas"] == 1
+    assert not of_kind(docs, "PodDisruptionBudget")
+    # defaults: two replicas, the operator's resources
+    docs = helm.template(relay_values(relay__deployment={"enabled": True}))
+    assert deployment(docs, RELAY)["spec"]["replicas"] == 2
+    assert named(docs, "PodDisruptionBudget", RELAY)["spec"]["maxUnavailable"] == 1
+    assert container(docs, RELAY)["resources"] == container(docs)["resources"]
+    # the Deployment alone does nothing without the relay
+    docs = helm.template(values(relay__deployment={"enabled": True}))
+    assert [d["metadata"]["name"] for d in of_kind(docs, "Deployment")] == [FULL_NAME]
+    assert "GCPCALL_RELAY_PORT" not in env_of(docs)
+
+
+def test_network_policies_of_the_relay_pods(helm: Helm) -> None:
+    docs = helm.template(everything_on_relay_apart())
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {FULL_NAME, RELAY}
+    relay_labels = deployment(docs, RELAY)["spec"]["template"]["metadata"]["labels"]
+    op_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert selects(policies[RELAY]["podSelector"]["matchLabels"], relay_labels)
+    assert not selects(policies[FULL_NAME]["podSelector"]["matchLabels"], relay_labels)
+    assert selects(policies[FULL_NAME]["podSelector"]["matchLabels"], op_labels)
+    rules = {r["ports"][0]["port"]: r.get("from") for r in policies[RELAY]["ingress"]}
+    assert rules == {
+        "relay": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "gateways"}}}],
+        "metrics": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+    }
+    assert policies[RELAY]["egress"] == policies[FULL_NAME]["egress"]
+    # the operator's pod serves no relay port any more
+    assert [r["ports"][0]["port"] for r in policies[FULL_NAME]["ingress"]] == [
+        "health", "metrics"]
+
+
+def test_the_relay_behind_a_gateway(helm: Helm) -> None:
+    docs = helm.template(everything_on_relay_apart())
+    route = one(docs, "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["name"] == RELAY
+    assert route["metadata"]["annotations"] == {"example.com/owner": "platform"}
+    assert route["metadata"]["labels"]["gateway"] == "external"
+    spec = route["spec"]
+    assert spec["parentRefs"] == [{"name": "external", "namespace": "gateways",
+                                   "sectionName": "https"}]
+    assert spec["hostnames"] == ["relay.example.com"]  # the host of relay.url
+    assert spec["rules"] == [{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/gcpcall/v1"}}],
+        "backendRefs": [{"name": RELAY, "port": 80}],
+    }]
+    service = named(docs, "Service", RELAY)
+    assert service["spec"]["ports"][0]["port"] == 80
+    # hostnames of its own, a port in the URL, no path
+    docs = helm.template(values(
+        relay__enabled=True, relay__url="https://relay.example.com:8443",
+        relay__service={"port": 8080},
+        relay__httpRoute={"enabled": True, "parentRefs": [{"name": "gw"}],
+                          "hostnames": ["a.example.com", "b.example.com"]}))
+    spec = one(docs, "HTTPRoute")["spec"]
+    assert spec["hostnames"] == ["a.example.com", "b.example.com"]
+    assert spec["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert spec["rules"][0]["backendRefs"] == [{"name": RELAY, "port": 8080}]
+    docs = helm.template(values(
+        relay__enabled=True, relay__url="https://relay.example.com:8443/r",
+        relay__httpRoute={"enabled": True, "parentRefs": [{"name": "gw"}]}))
+    assert one(docs, "HTTPRoute")["spec"]["hostnames"] == ["relay.example.com"]
+    # nothing without the relay
+    docs = helm.template(values(relay__httpRoute={"enabled": True, "parentRefs": [{"name": "g"}]}))
+    assert not of_kind(docs, "HTTPRoute")
+
+
+# --- the dashboard ---------------------------------------------------------------------------
+
+
+def test_the_dashboard_is_a_configmap_for_grafana_s_sidecar(helm: Helm) -> None:
+    assert not of_kind(helm.template(values()), "ConfigMap")
+    docs = helm.template(values(metrics__dashboard={"enabled": True}))
+    cm = one(docs, "ConfigMap")
+    assert cm["metadata"]["name"] == f"{FULL_NAME}-dashboard"
+    assert cm["metadata"]["namespace"] == OPERATOR_NS
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (key, text), = cm["data"].items()
+    assert key.endswith(".json")
+    assert json.loads(text) == json.loads(DASHBOARD.read_text())
+    # the sidecar's label, its namespace and folder, as the Grafana install has them
+    docs = helm.template(values(metrics__dashboard={
+        "enabled": True, "labelKey": "grafana.com/dashboard", "labelValue": "gcpcall",
+        "namespace": "monitoring", "labels": {"team": "platform"},
+        "annotations": {"grafana_folder": "Operators"}}))
+    meta = one(docs, "ConfigMap")["metadata"]
+    assert meta["namespace"] == "monitoring"
+    assert meta["labels"]["grafana.com/dashboard"] == "gcpcall"
+    assert "grafana_dashboard" not in meta["labels"]
+    assert meta["labels"]["team"] == "platform"
+    assert meta["annotations"] == {"grafana_folder": "Operators"}
+
+
 def notes(helm: Helm, cp: ControlPlane, *sets: str) -> str:
     # a release and namespace of its own, no CRDs: a dry-run install refuses to take over
     # the objects of the e2e install
@@ -389,6 +661,27 @@ def test_notes_say_what_to_do_next(helm: Helm, e2e_controlplane: ControlPlane) -
     assert "WARNING" not in text
     assert "[notes-check/notes-gcpcall-operator]" in text
 
+    assert "Relay" not in text
+    relay = ("--set", "relay.enabled=true", "--set", f"relay.url={RELAY_URL}")
+    text = notes(helm, e2e_controlplane, *relay)
+    assert "DNS: relay.example.com resolves to" in text
+    assert "spec: {domains: [relay.example.com]}" in text  # a GKE Google-managed certificate
+    assert "It runs inside the operator's pod" in text
+    assert "WARNING: neither relay.ingress.enabled nor relay.httpRoute.enabled" in text
+    assert ("--member=\"serviceAccount:service-$PROJECT_NUMBER@gcp-sa-cloudscheduler"
+            ".iam.gserviceaccount.com\"") in text
+    assert "--role=roles/cloudscheduler.serviceAgent" in text
+    assert ("--member=\"serviceAccount:service-$PROJECT_NUMBER@gcp-sa-cloudtasks"
+            ".iam.gserviceaccount.com\"") in text
+    assert "--role=roles/cloudtasks.serviceAgent" in text
+    assert ("gcloud iam service-accounts add-iam-policy-binding $TOKEN_SA "
+            "--member=\"serviceAccount:$GSA\" --role=roles/iam.serviceAccountTokenCreator") in text
+    # (an HTTPRoute would count as well, but this API server serves no Gateway API)
+    text = notes(helm, e2e_controlplane, *relay, "--set", "relay.deployment.enabled=true",
+                 "--set", "relay.ingress.enabled=true")
+    assert "deployment/notes-gcpcall-operator-relay (2 replicas)" in text
+    assert "WARNING: neither" not in text
+
 
 # --- refused values ------------------------------------------------------------------------
 
@@ -402,8 +695,18 @@ def test_notes_say_what_to_do_next(helm: Helm, e2e_controlplane: ControlPlane) -
         ({"securityContext__readOnlyRootFilesystem": False}, "readOnlyRootFilesystem"),
         ({"securityContext__capabilities": {"drop": ["NET_RAW"]}}, "capabilities"),
         ({"podSecurityContext__runAsNonRoot": False}, "runAsNonRoot"),
-        ({"relay__enabled": True}, "relay.url is required"),
+        ({"relay__enabled": True}, "/relay/url"),
+        ({"relay__enabled": True, "relay__url": "http://insecure.example.com/r"}, "/relay/url"),
         ({"relay__url": "http://insecure.example.com"}, "/relay/url"),
+        ({"relay__enabled": True, "relay__url": "https://"}, "/relay/url"),
+        ({"relay__port": 0}, "/relay/port"),
+        ({"relay__port": 65536}, "/relay/port"),
+        ({"relay__deployment__replicas": "two"}, "/relay/deployment/replicas"),
+        ({"relay__deployment__unknown": 1}, "unknown"),
+        ({"relay__httpRoute__parentRefs": [{"namespace": "x"}]}, "/relay/httpRoute/parentRefs/0"),
+        ({"relay__enabled": True, "relay__url": RELAY_URL, "relay__httpRoute__enabled": True},
+         "relay.httpRoute.parentRefs is required"),
+        ({"metrics__dashboard__labelKey": ""}, "/metrics/dashboard/labelKey"),
         ({"replicaCount": 2, "watchNamespaces": ["a"]}, "only cluster-wide"),
         ({"unknownKey": 1}, "unknownKey"),
     ],
@@ -419,11 +722,17 @@ def test_bad_values_are_refused_with_a_message(
 # --- valid for the real API server ---------------------------------------------------------
 
 
+# Kinds whose CRDs the e2e API server does not have (Prometheus Operator, Gateway API):
+# rendered and checked above, not sent to the server.
+NOT_SERVED = {"ServiceMonitor", "PrometheusRule", "HTTPRoute"}
+
+
+@pytest.mark.parametrize("relay", ["in-process", "deployment"])
 def test_every_rendered_object_is_valid_for_the_api_server(
-    helm: Helm, e2e_controlplane: ControlPlane
+    helm: Helm, e2e_controlplane: ControlPlane, relay: str
 ) -> None:
     """Server-side dry run with strict field validation (unknown fields refused)."""
-    docs = everything_on_docs(helm)
+    docs = helm.template(everything_on() if relay == "in-process" else everything_on_relay_apart())
     peering_crd = [
         d
         for d in docs
@@ -434,10 +743,11 @@ def test_every_rendered_object_is_valid_for_the_api_server(
     e2e_controlplane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev"
     )
-    e2e_controlplane.kubectl("create", "namespace", "render-check")
-    rest = [d for d in docs if d["kind"] != "ServiceMonitor"]  # no Prometheus Operator here
+    namespace = f"render-check-{relay}"
+    e2e_controlplane.kubectl("create", "namespace", namespace)
+    rest = [d for d in docs if d["kind"] not in NOT_SERVED]
     for d in rest:
         if "namespace" in d["metadata"]:
-            d["metadata"]["namespace"] = "render-check"
+            d["metadata"]["namespace"] = namespace
     out = kubectl_apply(e2e_controlplane, rest, "--dry-run=server", "--validate=strict")
     assert out.count("serverside-applied (server dry run)") == len(rest), out
