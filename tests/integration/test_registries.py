@@ -8,6 +8,7 @@ are read from the operator's own metrics endpoint (`gcpcall_tracked_objects`).
 
 from __future__ import annotations
 
+import re
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -91,3 +92,28 @@ def test_objects_deleted_without_our_finalizer_leave_every_registry(
                      timeout=60, what="nothing tracked any more")
     assert final.get("deletions", 0) == 0
     assert final.get("queue-waits", 0) == 0
+
+
+def test_every_metric_the_dashboard_and_alerts_read_is_exported(
+    metered: tuple[Operator, int], sgc: Objects, namespace: str
+) -> None:
+    """The other side of tests/unit/test_dashboard.py's contract: a running operator's
+    /metrics declares every metric the chart's dashboard and alerts use, with that type."""
+    from tests.unit.test_dashboard import METRICS
+
+    _, port = metered
+    sgc.create(namespace, sample("scraped"))
+    ready(sgc, namespace, "scraped")
+    text = wait_for(lambda: _scrape(port), what="the metrics endpoint")
+    declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M))
+    for name, metric in METRICS.items():
+        base = name.removesuffix("_total")
+        assert declared.get(base) == metric.type or declared.get(name) == metric.type, name
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
