@@ -2,7 +2,7 @@
 
 Each compares against a baseline measured in the same run on the same stack:
 - P8: job fires -> the target receives the call, a Relay job against a Direct job, fired
-  alternately by the emulator (the same target, no auth on either call).
+  alternately by the emulator (the same target, an OIDC token on both calls).
 - P9: 200 requests in flight to the relay, against `bare_relay.py` (an aiohttp handler
   that verifies the same token against the same certificates, cached, and forwards the same
   request to the same target), at the same concurrency.
@@ -155,10 +155,12 @@ def p8(s: Stack, n: int = 30) -> dict[str, float]:
     target = Arrivals()
     api = k8s_client.CustomObjectsApi(s.api)
     with relay_operator(s, "p8-operator", ns, target):
-        api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
-                                            call("direct", "/p8/direct", "Direct"))
-        api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
-                                            call("relay", "/p8/relay", "Relay"))
+        # Both calls carry an OIDC token for the target, as a real call would: Cloud
+        # Scheduler mints one per attempt (for the target, or for the relay).
+        for kind, delivery in (("direct", "Direct"), ("relay", "Relay")):
+            body = call(kind, f"/p8/{kind}", delivery)
+            body["spec"]["target"]["auth"] = {"oidc": {"audience": f"https://{TARGET_HOST}"}}
+            api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
         objs = _ready_objects(s, ns, ["direct", "relay"])
         jobs = {k: objs[k]["status"]["jobName"] for k in ("direct", "relay")}
         delays: dict[str, list[float]] = {"direct": [], "relay": []}

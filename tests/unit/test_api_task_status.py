@@ -10,14 +10,13 @@ import pytest
 from gcpcall.api.conditions import find_condition
 from gcpcall.api.observed import ObservedAttempt, ObservedTask
 from gcpcall.api.ownership import Owner, OwnershipError, apply_parts
-from gcpcall.api.status import ReadyReason, ready_condition, status_patch
+from gcpcall.api.status import ReadyReason, ready_condition, reconciler_part, status_patch
 from gcpcall.api.task_status import (
     SUCCEEDED,
     TaskPhase,
     attempt_fields,
     outcome_part,
     read_part,
-    reconciler_task_part,
     task_outcome,
 )
 
@@ -142,7 +141,7 @@ def test_task_status_flow_and_completion_time() -> None:
     created = ready_condition(ReadyReason.CREATED)
     s1 = polled(None, at(0), observed(0))
     s1 = apply_parts("GcpTask", False, s1,
-                     [reconciler_task_part(created, generation=1, task_name=NAME)], at(0))[0]
+                     [reconciler_part(created, generation=1, task_name=NAME)], at(0))[0]
     assert s1["phase"] == "Queued"
     assert "completionTime" not in s1
     assert {c["type"] for c in s1["conditions"]} == {"Ready", SUCCEEDED}

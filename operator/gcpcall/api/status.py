@@ -267,24 +267,21 @@ def reconciler_part(
     ready: Condition | None,
     *,
     generation: int | None = None,
-    job_name: str | None = None,
     identity: Mapping[str, str] | None = None,
+    job_name: str | None = None,
+    task_name: str | None = None,
     last_run_request: str | None = None,
 ) -> Part:
-    """The spec reconciler's part: Ready, and what it observed of the spec and the job.
+    """The spec reconciler's part, for either kind: Ready, and what it observed of the spec
+    and made in Google (jobName or taskName, identity, the run-now request it handled).
 
     `generation` is given only by a reconcile that handled that spec; the sync's drift
     check reports Ready without claiming to have observed a newer spec.
     """
-    fields: dict[str, Any] = {}
-    if generation is not None:
-        fields["observedGeneration"] = generation
-    if job_name is not None:
-        fields["jobName"] = job_name
-    if identity is not None:
-        fields["identity"] = dict(identity)
-    if last_run_request is not None:
-        fields["lastRunRequest"] = last_run_request
+    given = {"observedGeneration": generation, "jobName": job_name, "taskName": task_name,
+             "lastRunRequest": last_run_request,
+             "identity": dict(identity) if identity is not None else None}
+    fields = {k: v for k, v in given.items() if v is not None}
     return Part(Owner.RECONCILER, fields, (ready,) if ready is not None else ())
 
 

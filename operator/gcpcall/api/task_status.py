@@ -29,7 +29,6 @@ __all__ = [
     "attempt_fields",
     "outcome_part",
     "read_part",
-    "reconciler_task_part",
     "task_outcome",
 ]
 
@@ -173,24 +172,6 @@ def task_outcome(
         ConditionStatus.UNKNOWN, TaskReason.COMPLETED_OUTCOME_UNKNOWN,
         "the task finished and Cloud Tasks deleted it without reporting its outcome "
         f"({seen}); with Direct delivery the outcome cannot be observed"))
-
-
-def reconciler_task_part(
-    ready: Condition,
-    *,
-    generation: int | None = None,
-    task_name: str | None = None,
-    identity: Mapping[str, str] | None = None,
-) -> Part:
-    """The reconciler's part of a GcpTask status: Ready and what it created."""
-    fields: dict[str, Any] = {}
-    if generation is not None:
-        fields["observedGeneration"] = generation
-    if task_name is not None:
-        fields["taskName"] = task_name
-    if identity is not None:
-        fields["identity"] = dict(identity)
-    return Part(Owner.RECONCILER, fields, (ready,))
 
 
 def read_part(task: ObservedTask | None) -> Part:

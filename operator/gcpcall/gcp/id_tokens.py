@@ -17,6 +17,7 @@ import base64
 import json
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ _DEFAULT_MAX_AGE = 300.0
 _MAX_TOKEN = 8192
 _TIMEOUT = aiohttp.ClientTimeout(total=10)
 _ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+_REMEMBERED = 4096
 
 
 class TokenRefused(Exception):
@@ -77,6 +79,9 @@ class IdTokenVerifier:
         self._fetched_at = -_MIN_REFETCH
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        # Tokens already verified, until their expiry: the signature of one token is
+        # checked once, however many calls it carries (Google reuses an ID token a while).
+        self._verified: OrderedDict[str, tuple[str, Claims]] = OrderedDict()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -113,6 +118,17 @@ class IdTokenVerifier:
         """The claims of a valid token for `audience`; TokenRefused otherwise."""
         if not token or len(token) > _MAX_TOKEN or token.count(".") != 2:
             raise TokenRefused("malformed", "the token is not a JWT")
+        hit = self._verified.get(token)
+        if hit is not None and hit[0] == audience and hit[1].expires + _SKEW > time.time():
+            self._verified.move_to_end(token)
+            return hit[1]
+        claims = await self._verify(token, audience)
+        self._verified[token] = (audience, claims)
+        while len(self._verified) > _REMEMBERED:
+            self._verified.popitem(last=False)
+        return claims
+
+    async def _verify(self, token: str, audience: str) -> Claims:
         kid = _header(token).get("kid")
         certs = await self._certs_for(str(kid or ""))
         try:

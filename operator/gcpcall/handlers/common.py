@@ -58,6 +58,7 @@ async def on_each_event(event: Mapping[str, Any], body: kopf.Body, memo: Any, ki
         for forget in getattr(memo, "forget", ()):
             forget(view.ref.uid)
         return
+    deps.recent.seen(body)
     follower = getattr(memo, "follower", None)
     if follower is not None and (body.get("spec") or {}).get("delivery") == "Relay":
         await follower.offer(body)

@@ -23,6 +23,7 @@ from gcpcall.reconcile.expiry import Expiries
 from gcpcall.reconcile.finalizer import Deletions
 from gcpcall.reconcile.loop import BackgroundLoop
 from gcpcall.reconcile.namespaces import NamespaceDefaults
+from gcpcall.reconcile.objects import RecentObjects
 from gcpcall.reconcile.status_writer import StatusWriter
 from gcpcall.reconcile.sync import ScheduledSync
 from gcpcall.reconcile.task_poller import TaskPoller
@@ -51,6 +52,7 @@ class Deps:
     expiries: Expiries
     poller: TaskPoller
     deletions: Deletions
+    recent: RecentObjects
 
     @property
     def loops(self) -> tuple[BackgroundLoop, ...]:
@@ -63,6 +65,7 @@ class Deps:
         self.queue_waits.forget(ref.uid)
         self.expiries.forget(ref.uid)
         self.deletions.gone(ref.uid)
+        self.recent.forget(ref.uid)
         self.status.forget(ref)
 
 
@@ -90,6 +93,7 @@ def build_deps(
         poller=TaskPoller(tasks, identities, status, events, queues, expiries, clock,
                           settle=settle, cap=cap),
         deletions=Deletions(kube, clock),
+        recent=RecentObjects(),
     )
     status.on_gone = deps.forget  # a write that finds the object gone forgets it everywhere
     return deps

@@ -23,8 +23,8 @@ from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
 from gcpcall.api.observed import ObservedTask
 from gcpcall.api.ownership import Owner, Part
-from gcpcall.api.status import ReadyReason, ready_condition
-from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part, read_part, reconciler_task_part
+from gcpcall.api.status import ReadyReason, ready_condition, reconciler_part
+from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part, read_part
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.identity import GoogleIdentity, IdentityNotReady
 from gcpcall.gcp.tasks_mapping import desired_task
@@ -69,7 +69,7 @@ async def _write(
 ) -> Written | None:
     """Ready (and what was created), with the outcome owner's phase for that moment, in
     one write; events for its transitions."""
-    parts: list[Part | Contribute] = [reconciler_task_part(
+    parts: list[Part | Contribute] = [reconciler_part(
         ready_condition(reason, message), generation=obj.generation, **fields)]
     if created:
         parts.append(read_part(task))
@@ -324,7 +324,7 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
     except Exception as exc:
         message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
         deps.status.seen(obj.ref, obj.body or {})
-        written = await deps.status.write(obj.ref, obj.relay, reconciler_task_part(
+        written = await deps.status.write(obj.ref, obj.relay, reconciler_part(
             ready_condition(ReadyReason.DELETION_BLOCKED, message), generation=obj.generation))
         if written is not None:
             deps.events.warning(obj.ref, "DeletionBlocked", message)

@@ -26,6 +26,7 @@ from gcpcall.reconcile.namespaces import NamespaceDefaults
 __all__ = [
     "ObjectGone",
     "ObjectView",
+    "RecentObjects",
     "defaults_for",
     "holding_finalizer",
     "identity_key",
@@ -121,3 +122,32 @@ def ready_reason(reason: str) -> ReadyReason:
         return ReadyReason(reason)
     except ValueError:
         return ReadyReason.GCP_ERROR
+
+
+class RecentObjects:
+    """The newest watched version of each Relay object, for the relay in this process.
+
+    Why: the relay must check every request against the object (uid, delivery, identity)
+    and make the call its spec describes; in the operator's process the watch already
+    brings every version, so the relay need not GET the object per call. A relay of its
+    own (no watch) reads the API server instead.
+    """
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, Mapping[str, Any]] = {}
+
+    def seen(self, body: Mapping[str, Any]) -> None:
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        if not uid:
+            return
+        if (body.get("spec") or {}).get("delivery") == Delivery.RELAY.value:
+            self._bodies[uid] = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec",
+                                                      "status") if k in body}
+        else:
+            self._bodies.pop(uid, None)
+
+    def get(self, uid: str) -> Mapping[str, Any] | None:
+        return self._bodies.get(uid)
+
+    def forget(self, uid: str) -> None:
+        self._bodies.pop(uid, None)

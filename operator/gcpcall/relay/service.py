@@ -142,7 +142,11 @@ class Relay:
             raise _Refused(403, "envelope", str(e)) from None
         ref = ObjectRef(envelope.kind, envelope.plural, envelope.namespace, envelope.name,
                         envelope.uid)
-        doc = await self.deps.kube.get_object(ref)
+        doc = self.deps.recent.get(envelope.uid) or await self.deps.kube.get_object(ref)
+        meta = (doc or {}).get("metadata") or {}
+        if doc is not None and (meta.get("name"), meta.get("namespace")) != (ref.name,
+                                                                           ref.namespace):
+            doc = None  # a uid from another object: no such object
         if doc is None or (doc.get("metadata") or {}).get("uid") != envelope.uid:
             raise _Refused(403, "object", f"no {ref.kind} {ref.namespace}/{ref.name} with "
                                           "that uid")
