@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -274,3 +275,57 @@ def sa_api_client(
         return k8s_client.ApiClient(cfg)
 
     return make
+
+
+# --- the integration stack: one emulator, recording target and operator per session --------
+# (shared by tests/integration and tests/reliability; the helpers are in
+# tests/integration/conftest.py)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.integration.conftest import _start_emulator, _stop
+
+    emu = _start_emulator(tmp_path_factory.mktemp("emulator") / "emulator.log")
+    try:
+        yield emu
+    finally:
+        _stop(emu.proc)
+
+
+@pytest.fixture(scope="session")
+def target(emulator: Any) -> Iterator[Any]:
+    from tests.integration.conftest import OTHER_HOST, TARGET_HOST, serve_target
+
+    with serve_target(emulator, (TARGET_HOST, OTHER_HOST)) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def operator(
+    controlplane: ControlPlane, emulator: Any, target: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    from tests.integration.conftest import Operator, operator_env
+
+    op = Operator(operator_env(controlplane, emulator),
+                  tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture(scope="session")
+def sgc(k8s: k8s_client.ApiClient) -> Any:
+    from tests.integration.conftest import Objects
+
+    return Objects(k8s, "scheduledgcpcalls")
+
+
+@pytest.fixture(scope="session")
+def gtask(k8s: k8s_client.ApiClient) -> Any:
+    from tests.integration.conftest import Objects
+
+    return Objects(k8s, "gcptasks")

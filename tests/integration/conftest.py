@@ -1,4 +1,8 @@
-"""Integration fixtures: the emulator and the operator as real processes, a recording target.
+"""Integration helpers: the emulator and the operator as real processes, a recording target.
+
+The session fixtures built from these (`emulator`, `target`, `operator`, `sgc`, `gtask`)
+live in tests/conftest.py, so the integration and the reliability suites share one
+instance of each: two session operators on one API server would both handle every object.
 
 Why processes: the integration suite proves the operator as users run it (`gcpcall-operator
 run`), against the real API server and the emulator's real gRPC/HTTP protocols. Tests talk
@@ -23,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import scheduler_v1, tasks_v2
 from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
@@ -136,15 +139,6 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = _start_emulator(tmp_path_factory.mktemp("emulator") / "emulator.log")
-    try:
-        yield emu
-    finally:
-        _stop(emu.proc)
-
-
 # --- the recording target --------------------------------------------------------------------
 
 
@@ -238,12 +232,6 @@ def serve_target(emulator: Emulator, hosts: Iterable[str]) -> Iterator[Target]:
         server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def target(emulator: Emulator) -> Iterator[Target]:
-    with serve_target(emulator, (TARGET_HOST, OTHER_HOST)) as state:
-        yield state
-
-
 # --- the operator ------------------------------------------------------------------------------
 
 
@@ -302,20 +290,6 @@ def operator_env(controlplane: ControlPlane, emulator: Emulator, **extra: str) -
     return env
 
 
-@pytest.fixture(scope="session")
-def operator(
-    controlplane: ControlPlane, emulator: Emulator, target: Target,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Operator]:
-    op = Operator(operator_env(controlplane, emulator),
-                  tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-
-
 # --- Kubernetes helpers ------------------------------------------------------------------------
 
 
@@ -357,16 +331,6 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         if c.get("type") == type_:
             return dict(c)
     return {}
-
-
-@pytest.fixture(scope="session")
-def sgc(k8s: k8s_client.ApiClient) -> Objects:
-    return Objects(k8s, "scheduledgcpcalls")
-
-
-@pytest.fixture(scope="session")
-def gtask(k8s: k8s_client.ApiClient) -> Objects:
-    return Objects(k8s, "gcptasks")
 
 
 def events_for(k8s: k8s_client.ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import TypeVar
 import grpc
 from google.api_core import exceptions as gexc
 
+from gcpcall.gcp.recovery import Recovery
 from gcpcall.observe.metrics import GOOGLE_CALLS
 from gcpcall.ratelimit import QuotaLimiter
 
@@ -27,6 +28,8 @@ def code_of(exc: BaseException) -> str:
         return str(exc.grpc_status_code.name)
     if isinstance(exc, grpc.aio.AioRpcError):
         return str(exc.code().name)
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return "UNAVAILABLE"  # no answer at all: the service is not reachable
     return "UNKNOWN"
 
 
@@ -43,6 +46,7 @@ class CountedCalls:
                  limiter: QuotaLimiter | None = None) -> None:
         self.service = service
         self.limiter = limiter or QuotaLimiter(dict(quotas))
+        self.recovery = Recovery()
 
     async def __call__(
         self, method: str, name: str, kind: str, fn: Callable[[], Awaitable[T]]
@@ -51,7 +55,10 @@ class CountedCalls:
         try:
             result = await fn()
         except Exception as exc:
-            GOOGLE_CALLS.labels(self.service, method, code_of(exc)).inc()
+            code = code_of(exc)
+            GOOGLE_CALLS.labels(self.service, method, code).inc()
+            self.recovery.failed(code)
             raise
         GOOGLE_CALLS.labels(self.service, method, "OK").inc()
+        self.recovery.succeeded()
         return result

@@ -44,6 +44,7 @@ class SchedulerAdapter:
         transport = CloudSchedulerGrpcAsyncIOTransport(channel=channel)
         self._client = scheduler_v1.CloudSchedulerAsyncClient(transport=transport)
         self._call = CountedCalls("cloudscheduler", _QUOTAS, limiter)
+        self.recovery = self._call.recovery  # a shared signal that it answers again
 
     async def get_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job | None:
         try:

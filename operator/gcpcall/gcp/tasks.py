@@ -44,6 +44,7 @@ class TasksAdapter:
         transport = CloudTasksGrpcAsyncIOTransport(channel=channel)
         self._client = tasks_v2.CloudTasksAsyncClient(transport=transport)
         self._call = CountedCalls("cloudtasks", _QUOTAS, limiter)
+        self.recovery = self._call.recovery  # a shared signal that it answers again
 
     async def create_task(self, task: tasks_v2.Task, identity: GoogleIdentity) -> ObservedTask:
         """CreateTask in the queue the task's name names. ALREADY_EXISTS is raised (as

@@ -27,16 +27,24 @@ def deps_of(memo: Any) -> Deps:
     return deps
 
 
-def raise_for(outcome: Outcome, retry: int) -> None:
+async def raise_for(outcome: Outcome, retry: int) -> None:
     """Done: return. Otherwise ask kopf to call again after the outcome's delay.
 
     A zero delay means "transient": exponential backoff on kopf's retry count, with jitter,
-    so many objects failing together do not retry together.
+    so many objects failing together do not retry together. When the Google service was
+    down, the delay is waited out here, on that service's recovery signal, so every waiting
+    object retries as soon as it answers again (`gcp.recovery`).
     """
     if outcome.retry_after is None:
         return
     delay = outcome.retry_after if outcome.retry_after > 0 else backoff_delay(retry)
+    if outcome.waits_on is not None and outcome.waits_on.down:
+        await outcome.waits_on.wait(delay)
+        delay = _AT_ONCE
     raise kopf.TemporaryError(outcome.reason or "retrying", delay=delay)
+
+
+_AT_ONCE = 0.1
 
 
 Delete = Callable[[ObjectView, Deps], Awaitable[Outcome]]

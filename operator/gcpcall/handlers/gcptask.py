@@ -33,12 +33,12 @@ def _view(body: kopf.Body) -> ObjectView:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def create_cloud_task(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    raise_for(await reconcile_gcp_task(_view(body), deps_of(memo)), retry)
+    await raise_for(await reconcile_gcp_task(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def resume_task_polling(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
+    await raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

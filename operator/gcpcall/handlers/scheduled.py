@@ -31,12 +31,12 @@ def _view(body: kopf.Body) -> ObjectView:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec_to_job(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    raise_for(await reconcile_scheduled_call(_view(body), deps_of(memo)), retry)
+    await raise_for(await reconcile_scheduled_call(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
+    await raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -279,7 +279,7 @@ async def _create_failed(
                       exc_info=exc)
     if await _write(obj, deps, ready_reason(c.reason), c.message) is not None:
         deps.events.warning(obj.ref, "Failed", c.message)
-    return Outcome.retry(c) if c.retryable else Outcome.done()
+    return Outcome.retry(c, deps.tasks.recovery) if c.retryable else Outcome.done()
 
 
 async def resume_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:

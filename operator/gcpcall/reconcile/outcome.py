@@ -10,6 +10,8 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
+from gcpcall.gcp.recovery import OUTAGE_CODES, Recovery
+
 __all__ = ["Outcome", "backoff_delay"]
 
 
@@ -18,6 +20,8 @@ class _Classified(Protocol):
     def reason(self) -> str: ...
     @property
     def backoff(self) -> str: ...
+    @property
+    def code(self) -> str: ...
 
 
 _MAX_BACKOFF = 300.0
@@ -29,6 +33,8 @@ _DELETION = 10.0
 class Outcome:
     retry_after: float | None  # None: done
     reason: str = ""
+    # The Google service that was down: the retry may come as soon as it answers again.
+    waits_on: Recovery | None = None
 
     @classmethod
     def done(cls) -> Outcome:
@@ -43,11 +49,14 @@ class Outcome:
         return cls(_DELETION, "DeletionBlocked")
 
     @classmethod
-    def retry(cls, c: _Classified) -> Outcome:
+    def retry(cls, c: _Classified, service: Recovery | None = None) -> Outcome:
+        """`service`: the one the failed call went to; an outage of it is waited out on
+        its recovery signal (gcp.recovery), not on this object's own backoff alone."""
         if c.backoff == "slow":
             return cls.retry_slow(c.reason)
         # fast: kopf's retry counter grows the delay (see handlers.common.raise_for)
-        return cls(0.0, c.reason)
+        waits_on = service if service is not None and c.code in OUTAGE_CODES else None
+        return cls(0.0, c.reason, waits_on)
 
 
 def backoff_delay(attempt: int) -> float:

@@ -158,7 +158,7 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
             c = dataclasses.replace(c, backoff="fast")
         await _report(obj, deps, _ready_part(f.reason, f.message, obj))
         deps.events.warning(obj.ref, "Failed", f.message)
-        return Outcome.retry(c) if c.retryable else Outcome.done()
+        return Outcome.retry(c, deps.scheduler.recovery) if c.retryable else Outcome.done()
 
     deps.sync.track(Tracked.of(obj.ref, spec, identity_key(
         obj.ref.namespace, spec.service_account_name, deps.settings), job, desired,

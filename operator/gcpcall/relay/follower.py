@@ -6,7 +6,7 @@ follower. The relay records a started operation in the run (`operation.pollUrl`,
 sees in its objects' status: offered at once by the in-process relay, and by the watch
 otherwise (a relay Deployment, or a restart, whose initial listing brings them all back).
 Polls use the object's own credentials, back off as google-api-core's operation polling
-does (1 s, growing by half, at most 20 s: under 180 polls an hour), stay inside a
+does (1 s, growing by half, at most 22 s: under 180 polls an hour), stay inside a
 per-project rate, and stop at `operation.timeoutSeconds` (DeadlineExceeded).
 """
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 FIRST_DELAY = 1.0
 GROWTH = 1.5
-MAX_DELAY = 20.0
+MAX_DELAY = 22.0  # "about 20 s", and under 180 polls an hour after the first minute
 _POLL_WITHIN = 30.0
 _POLLS_PER_MINUTE = 600.0  # per project: far below any Google API's read quota
 
