@@ -81,6 +81,9 @@ E2E_VALUES: dict[str, Any] = {
     },
 }
 
+# The chart's HA mode, as the e2e suite installs it: two replicas elect a leader on a Lease.
+HA_VALUES: dict[str, Any] = {**E2E_VALUES, "replicaCount": 2}
+
 
 # --- helm ----------------------------------------------------------------------------------
 
@@ -224,9 +227,10 @@ def write_kubeconfig(path: Path, cp: ControlPlane, token: str) -> Path:
 
 @pytest.fixture(scope="session")
 def install(helm: Helm, e2e_controlplane: ControlPlane, e2e_k8s: k8s_client.ApiClient) -> Install:
-    """The chart with E2E_VALUES on the e2e server, as `helm install` would put it there."""
+    """The chart with E2E_VALUES in its HA mode (two replicas, leader election) on the e2e
+    server, as `helm install` would put it there."""
     cp = e2e_controlplane
-    docs = helm.template(E2E_VALUES)
+    docs = helm.template(HA_VALUES)
     deployment = one(docs, "Deployment")
     rest = [d for d in docs if d is not deployment]
     cp.kubectl("create", "namespace", OPERATOR_NS)
@@ -240,14 +244,15 @@ def install(helm: Helm, e2e_controlplane: ControlPlane, e2e_k8s: k8s_client.ApiC
 
 
 @pytest.fixture(scope="session")
-def e2e_operator(
+def e2e_replicas(
     install: Install,
     e2e_controlplane: ControlPlane,
     e2e_emulator: Emulator,
     recorder: Target,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Operator]:
-    """The operator with the chart's settings, as the chart's ServiceAccount."""
+) -> Iterator[tuple[Operator, Operator]]:
+    """The operator with the chart's settings, as the chart's ServiceAccount: the leader
+    and the standby replica."""
     cp, emu = e2e_controlplane, e2e_emulator
     ca_pem = Path(cp.ca_file).read_text()
     emu.admin(
@@ -268,12 +273,28 @@ def e2e_operator(
         GCPCALL_STS_ENDPOINT=f"{emu.http_url}/v1/token",
         GCPCALL_IAM_CREDENTIALS_ENDPOINT=emu.http_url,
     )
-    op = Operator(env, tmp_path_factory.mktemp("e2e-operator") / "operator.log")
+    # The chart's two replicas: this one leads (it starts first and takes the Lease); the
+    # other stands by beside it, under the same RBAC, for the whole e2e suite.
+    workdir = tmp_path_factory.mktemp("e2e-operator")
+    op = Operator({**env, "HOSTNAME": "e2e-operator-0"}, workdir / "operator.log")
+    standby = Operator({**env, "HOSTNAME": "e2e-operator-1"}, workdir / "standby.log")
     op.start()
     try:
-        yield op
+        wait_for(lambda: "this replica leads" in op.log(), timeout=60,
+                 what="the first replica leads")
+        standby.start()
+        wait_for(lambda: "waiting for the lease" in standby.log(), timeout=60,
+                 what="the second replica stands by")
+        yield op, standby
     finally:
+        standby.stop()
         op.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_operator(e2e_replicas: tuple[Operator, Operator]) -> Operator:
+    """The replica that leads."""
+    return e2e_replicas[0]
 
 
 # --- per test ------------------------------------------------------------------------------

@@ -338,39 +338,46 @@ def everything_on_relay_apart() -> dict[str, Any]:
     return out
 
 
-def test_more_than_one_replica_peers_with_kopf(helm: Helm) -> None:
+def test_more_than_one_replica_elects_a_leader_on_a_lease(helm: Helm) -> None:
     docs = helm.template(values(replicaCount=2))
     deployment = one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 2
-    assert "strategy" not in deployment["spec"]  # a rolling update is safe with peering
-    assert f"--peering={FULL_NAME}" in container(docs)["args"]
-    crd = [
-        c
-        for c in of_kind(docs, "CustomResourceDefinition")
-        if c["metadata"]["name"] == "clusterkopfpeerings.kopf.dev"
+    assert "strategy" not in deployment["spec"]  # a rolling update: the new pod stands by
+    env = env_of(docs)
+    assert env["GCPCALL_LEADER_ELECTION"] == "true"
+    assert env["GCPCALL_LEASE_NAME"] == FULL_NAME
+    assert env["GCPCALL_LEASE_NAMESPACE"] == OPERATOR_NS
+    assert (env["GCPCALL_LEASE_DURATION_SECONDS"], env["GCPCALL_LEASE_RENEW_SECONDS"],
+            env["GCPCALL_LEASE_RETRY_SECONDS"]) == ("15", "10", "2")  # client-go's defaults
+    # the Lease only, in the release namespace only: a Role, nothing cluster-wide
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == OPERATOR_NS
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": [FULL_NAME], "verbs": ["get", "update"]},
     ]
-    assert len(crd) == 1
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == FULL_NAME
-    assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    assert {
-        ("kopf.dev", "clusterkopfpeerings", "list"),
-        ("kopf.dev", "clusterkopfpeerings", "watch"),
-        ("kopf.dev", "clusterkopfpeerings", "get"),
-        ("kopf.dev", "clusterkopfpeerings", "patch"),
-    } <= rules(docs)
-    named = [
-        r
-        for r in one(docs, "ClusterRole")["rules"]
-        if "patch" in r["verbs"] and r["apiGroups"] == ["kopf.dev"]
-    ]
-    assert named
-    assert all(r["resourceNames"] == [FULL_NAME] for r in named)
-    # another kopf operator may have installed the peering CRD already
-    docs = helm.template(values(replicaCount=2, peering={"installCRD": False}))
-    assert len(of_kind(docs, "CustomResourceDefinition")) == 2
-    # one replica: no peering at all
-    assert not of_kind(helm.template(values()), "ClusterKopfPeering")
+    binding = one(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == OPERATOR_NS
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert not {r for r in rules(docs) if r[0] in ("coordination.k8s.io", "kopf.dev")}
+    # kopf peering is gone
+    assert not of_kind(docs, "ClusterKopfPeering")
+    assert not [c for c in of_kind(docs, "CustomResourceDefinition")
+                if c["metadata"]["name"].endswith("kopf.dev")]
+    assert not [a for a in container(docs)["args"] if a.startswith("--peering")]
+    # the settings pass through; one replica: no election, no Role, one pod at a time
+    docs = helm.template(values(replicaCount=3, leaderElection={
+        "leaseDurationSeconds": 30, "renewDeadlineSeconds": 20, "retryPeriodSeconds": 4}))
+    assert env_of(docs)["GCPCALL_LEASE_DURATION_SECONDS"] == "30"
+    one_replica = helm.template(values())
+    assert "GCPCALL_LEADER_ELECTION" not in env_of(one_replica)
+    assert not of_kind(one_replica, "Role")
+    assert one(one_replica, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    # with one replica on request (e.g. before scaling up), and with watched namespaces
+    docs = helm.template(values(leaderElection={"enabled": True}, watchNamespaces=["a"]))
+    assert env_of(docs)["GCPCALL_LEADER_ELECTION"] == "true"
+    assert one(docs, "Role")
 
 
 def test_relay_metrics_pdb_networkpolicy(helm: Helm) -> None:
@@ -479,7 +486,9 @@ def test_the_relay_as_its_own_deployment(helm: Helm) -> None:
     assert relay_env["GCPCALL_OIDC_ISSUER"] == "https://accounts.example.com"
     shared = {k: v for k, v in relay_env.items()
               if k not in ("GCPCALL_RELAY_PORT", "GCPCALL_OIDC_CERTS_URL", "GCPCALL_OIDC_ISSUER")}
-    assert shared == {k: v for k, v in op_env.items() if k != "GCPCALL_RELAY_PORT"}
+    # the same settings, less the operator's own leader election (every relay replica serves)
+    assert shared == {k: v for k, v in op_env.items() if k != "GCPCALL_RELAY_PORT"
+                      and not k.startswith(("GCPCALL_LEADER_", "GCPCALL_LEASE_"))}
     assert {"GCPCALL_IDENTITY_MODE", "GCPCALL_CLUSTER_NAME", "GCPCALL_PROJECT",
             "GCPCALL_LOCATION", "GCPCALL_WORKLOAD_POOL", "GCPCALL_CLUSTER_URL"} <= set(shared)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -707,7 +716,8 @@ def test_notes_say_what_to_do_next(helm: Helm, e2e_controlplane: ControlPlane) -
         ({"relay__enabled": True, "relay__url": RELAY_URL, "relay__httpRoute__enabled": True},
          "relay.httpRoute.parentRefs is required"),
         ({"metrics__dashboard__labelKey": ""}, "/metrics/dashboard/labelKey"),
-        ({"replicaCount": 2, "watchNamespaces": ["a"]}, "only cluster-wide"),
+        ({"leaderElection": {"leaseDurationSeconds": 0}}, "/leaderElection/leaseDurationSeconds"),
+        ({"peering": {"installCRD": True}}, "peering"),
         ({"unknownKey": 1}, "unknownKey"),
     ],
 )
@@ -733,16 +743,6 @@ def test_every_rendered_object_is_valid_for_the_api_server(
 ) -> None:
     """Server-side dry run with strict field validation (unknown fields refused)."""
     docs = helm.template(everything_on() if relay == "in-process" else everything_on_relay_apart())
-    peering_crd = [
-        d
-        for d in docs
-        if d["kind"] == "CustomResourceDefinition"
-        and d["metadata"]["name"] == "clusterkopfpeerings.kopf.dev"
-    ]
-    kubectl_apply(e2e_controlplane, peering_crd)  # the hook object needs its kind served
-    e2e_controlplane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev"
-    )
     namespace = f"render-check-{relay}"
     e2e_controlplane.kubectl("create", "namespace", namespace)
     rest = [d for d in docs if d["kind"] not in NOT_SERVED]

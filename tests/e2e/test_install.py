@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     LOCATION,
     OPERATOR_NS,
     OPERATOR_SA,
+    RELEASE,
     SA_USER,
     Install,
     bind_workload_identity,
@@ -294,6 +295,10 @@ ALLOWED = [
     ("create", "serviceaccounts", "--subresource=token", "-n", "team-a"),
     ("get", "configmaps", "-n", "team-a"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    # leader election (two replicas): the one Lease, in the release namespace
+    ("create", "leases.coordination.k8s.io", "-n", OPERATOR_NS),
+    ("get", f"leases.coordination.k8s.io/{RELEASE}", "-n", OPERATOR_NS),
+    ("update", f"leases.coordination.k8s.io/{RELEASE}", "-n", OPERATOR_NS),
 ]
 DENIED = [
     ("get", "secrets", "-n", "team-a"),
@@ -319,7 +324,10 @@ DENIED = [
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("impersonate", "serviceaccounts", "-n", "team-a"),
     ("delete", "events", "-n", "team-a"),
-    ("create", "leases.coordination.k8s.io", "-n", OPERATOR_NS),
+    ("create", "leases.coordination.k8s.io", "-n", "team-a"),
+    ("update", "leases.coordination.k8s.io/another-lease", "-n", OPERATOR_NS),
+    ("delete", f"leases.coordination.k8s.io/{RELEASE}", "-n", OPERATOR_NS),
+    ("list", "leases.coordination.k8s.io", "--all-namespaces"),
     ("create", "clusterkopfpeerings.kopf.dev"),
 ]
 
@@ -381,3 +389,23 @@ def test_operator_log_has_no_permission_errors(e2e_operator: Operator) -> None:
     log = e2e_operator.log()
     for sign in ("Not enough permissions", "403 Forbidden", "forbidden"):
         assert sign not in log, f"{sign!r} in the operator log:\n{log[-4000:]}"
+
+
+def test_two_replicas_one_leads_and_the_other_stands_by(
+    e2e_replicas: tuple[Operator, Operator], e2e_k8s: k8s_client.ApiClient,
+    e2e_emulator: Emulator, e2e_sgc: Objects, e2e_namespace: str,
+) -> None:
+    leader, standby = e2e_replicas
+    lease = k8s_client.CoordinationV1Api(e2e_k8s).read_namespaced_lease(RELEASE, OPERATOR_NS)
+    assert lease.spec is not None
+    assert str(lease.spec.holder_identity).startswith("e2e-operator-0_")
+    assert lease.spec.lease_duration_seconds == 15
+    bind_workload_identity(e2e_k8s, e2e_emulator, e2e_namespace, DEFAULT_KSA, gsa("runner"))
+    e2e_sgc.create(e2e_namespace, sample_call("while-two-run", {"json": {"size": 2}}))
+    ready(e2e_sgc, e2e_namespace, "while-two-run", leader)
+    log = standby.log()
+    assert "waiting for the lease" in log
+    assert "this replica leads" not in log  # it made no call and no write
+    assert "gcpcall-operator started" not in log
+    for sign in ("Not enough permissions", "403 Forbidden", "forbidden", "Traceback"):
+        assert sign not in log, f"{sign!r} in the standby's log:\n{log[-4000:]}"

@@ -269,6 +269,31 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
 
+@contextmanager
+def instead_of(session: Operator, *mine: Operator, start: bool = True) -> Iterator[None]:
+    """Run `mine` instead of the session's operator: never two operators on one namespace,
+    and objects other tests left behind must not blur a test's counts. The session's is
+    stopped first and started again once `mine` have stopped. `start=False`: the test
+    starts them itself."""
+    session.stop()
+    try:
+        if start:
+            for op in mine:
+                op.start()
+        yield
+    finally:
+        for op in mine:
+            op.stop()
+        session.start()
+
+
+def own_operator_for(controlplane: ControlPlane, emulator: Emulator, log_path: Path,
+                     namespace: str, *args: str, **env: str) -> Operator:
+    """An operator of a test's own, watching only `namespace` (start it with `instead_of`)."""
+    return Operator(operator_env(controlplane, emulator, **env), log_path,
+                    args=("--namespace", namespace, *args))
+
+
 def operator_env(controlplane: ControlPlane, emulator: Emulator, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GCPCALL_")}
     env.update(

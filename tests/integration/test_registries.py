@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.integration.conftest import Emulator, Objects, Operator, operator_env, wait_for
+from tests.integration.conftest import (
+    Emulator,
+    Objects,
+    Operator,
+    instead_of,
+    own_operator_for,
+    wait_for,
+)
 from tests.integration.test_gcptask_lifecycle import later, make_queue, wait_phase
 from tests.integration.test_gcptask_lifecycle import sample as task_sample
 from tests.integration.test_scheduled_lifecycle import ready, sample
@@ -39,17 +46,11 @@ def metered(
     tmp_path: Path,
 ) -> Iterator[tuple[Operator, int]]:
     """An operator of this test's own, on this namespace only, with its metrics served."""
-    operator.stop()
     port = _free_port()
-    mine = Operator(operator_env(controlplane, emulator), tmp_path / "operator.log",
-                    args=("--namespace", namespace, "--metrics-port", str(port),
-                          "--metrics-address", "127.0.0.1"))
-    mine.start()
-    try:
+    mine = own_operator_for(controlplane, emulator, tmp_path / "operator.log", namespace,
+                            "--metrics-port", str(port), "--metrics-address", "127.0.0.1")
+    with instead_of(operator, mine):
         yield mine, port
-    finally:
-        mine.stop()
-        operator.start()
 
 
 def tracked(port: int) -> dict[str, float]:

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.integration.conftest import Emulator, Objects, Operator, operator_env, wait_for
+from tests.integration.conftest import (
+    Emulator,
+    Objects,
+    Operator,
+    instead_of,
+    own_operator_for,
+    wait_for,
+)
 from tests.integration.test_scheduled_lifecycle import ready, sample
 
 if TYPE_CHECKING:
@@ -28,15 +35,9 @@ def running(
     and objects other tests left behind (some of them not Ready, so reconciled again on
     any restart, by design) must not blur the count of this test's Google calls.
     """
-    operator.stop()
-    mine = Operator(operator_env(controlplane, emulator), tmp_path / "operator.log",
-                    args=("--namespace", namespace))
-    mine.start()
-    try:
+    mine = own_operator_for(controlplane, emulator, tmp_path / "operator.log", namespace)
+    with instead_of(operator, mine):
         yield mine
-    finally:
-        mine.stop()
-        operator.start()
 
 
 def _settled_after_restart(emulator: Emulator, lists_before: int) -> None:

@@ -26,7 +26,8 @@ from tests.integration.conftest import (
     Objects,
     Operator,
     Target,
-    operator_env,
+    instead_of,
+    own_operator_for,
     wait_for,
 )
 from tests.integration.test_scheduled_lifecycle import job_name, ready, sample
@@ -44,15 +45,9 @@ def own_operator(
     operator: Operator, controlplane: ControlPlane, emulator: Emulator, namespace: str,
     tmp_path: Path,
 ) -> Iterator[Operator]:
-    operator.stop()
-    mine = Operator(operator_env(controlplane, emulator), tmp_path / "operator.log",
-                    args=("--namespace", namespace))
-    mine.start()
-    try:
+    mine = own_operator_for(controlplane, emulator, tmp_path / "operator.log", namespace)
+    with instead_of(operator, mine):
         yield mine
-    finally:
-        mine.stop()
-        operator.start()
 
 
 class History:

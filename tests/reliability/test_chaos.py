@@ -26,7 +26,8 @@ from tests.integration.conftest import (
     Objects,
     Operator,
     condition,
-    operator_env,
+    instead_of,
+    own_operator_for,
     wait_for,
 )
 from tests.integration.test_gcptask_lifecycle import later, make_queue
@@ -44,16 +45,12 @@ def own_operator(
     operator: Operator, controlplane: ControlPlane, emulator: Emulator, namespace: str,
     tmp_path: Path,
 ) -> Iterator[Operator]:
-    operator.stop()
-    mine = Operator(operator_env(controlplane, emulator), tmp_path / "operator.log",
-                    args=("--namespace", namespace))
-    mine.start()
-    try:
-        yield mine
-    finally:
-        mine.stop()
-        emulator.clear_faults()
-        operator.start()
+    mine = own_operator_for(controlplane, emulator, tmp_path / "operator.log", namespace)
+    with instead_of(operator, mine):
+        try:
+            yield mine
+        finally:
+            emulator.clear_faults()
 
 
 def _all_ready(objects: Objects, namespace: str, names: list[str], reason: str) -> bool:

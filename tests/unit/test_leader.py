@@ -78,3 +78,49 @@ async def test_a_leader_that_finds_another_holder_stops_at_once() -> None:
     lost: list[str] = []
     await a.keep(lambda: lost.append("a"))
     assert lost == ["a"]
+
+
+async def test_a_released_lease_is_taken_at_once_and_only_its_holder_releases_it() -> None:
+    leases, clock = Leases(), Clock()
+    settings = LeaseSettings(duration=15, renew=10, retry=2)
+    a = Elector(cast(Any, leases), settings, identity="a", now=clock)
+    b = Elector(cast(Any, leases), settings, identity="b", now=clock)
+    assert await a._try()
+    await b.release()  # not b's to give up: nothing changes
+    assert leases.doc is not None
+    assert leases.doc["spec"]["holderIdentity"] == "a"
+    await a.release()
+    assert "holderIdentity" not in leases.doc["spec"]
+    assert leases.doc["spec"]["leaseDurationSeconds"] == 1
+    assert await b._try()  # no need to wait the 15 s out
+    assert leases.doc["spec"]["holderIdentity"] == "b"
+    assert leases.doc["spec"]["leaseTransitions"] == 1
+
+
+class Unreachable(Leases):
+    """The API server stops answering after the Lease was taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.tries = 0
+
+    async def get_lease(self, ns: str, name: str) -> dict[str, Any] | None:
+        if self.down:
+            self.tries += 1
+            raise OSError("connection refused")
+        return await super().get_lease(ns, name)
+
+
+async def test_a_leader_that_cannot_renew_retries_then_stops_at_the_renew_deadline() -> None:
+    leases = Unreachable()
+    # the deadline (renew) is shorter than the duration: the leader stops before a standby
+    # may take the Lease
+    a = Elector(cast(Any, leases), LeaseSettings(duration=15, renew=0.2, retry=0.02),
+                identity="a")
+    assert await a._try()
+    leases.down = True
+    lost: list[str] = []
+    await a.keep(lambda: lost.append("a"))
+    assert lost == ["a"]
+    assert leases.tries >= 3  # retried every `retry` seconds before giving up

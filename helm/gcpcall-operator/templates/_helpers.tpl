@@ -72,13 +72,13 @@ app.kubernetes.io/part-of: gcpcall-operator
 {{- required "clusterName is required: the name of this cluster in Cloud Scheduler job ids (unique per Google project and location)" .Values.clusterName }}
 {{- end }}
 
-{{/* The kopf peering object's name; peering is on when replicaCount > 1. */}}
-{{- define "gcpcall.peeringName" -}}
-{{- include "gcpcall.fullname" . }}
+{{/* Leader election on a Lease: on when replicaCount > 1 (or leaderElection.enabled). */}}
+{{- define "gcpcall.leaderElection" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled }}true{{ end }}
 {{- end }}
 
-{{- define "gcpcall.peering" -}}
-{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- define "gcpcall.leaseName" -}}
+{{- include "gcpcall.fullname" . }}
 {{- end }}
 
 {{- define "gcpcall.image" -}}

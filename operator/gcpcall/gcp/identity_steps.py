@@ -34,6 +34,7 @@ __all__ = [
     "CLOUD_PLATFORM",
     "IdentityNotReady",
     "IdentitySteps",
+    "adc_email",
     "parse_google_time",
 ]
 
@@ -101,6 +102,23 @@ def _google_message(status: int, body: bytes) -> str:
             description = str(doc.get("error_description", ""))[:_MAX_MESSAGE]
             return f"{error}: {description}" if description else error
     return f"HTTP {status}"
+
+
+def adc_email(credentials: Any) -> str | None:
+    """The service account email of refreshed google-auth credentials, None for a user.
+
+    `service_account_email` is what google-auth gives for every credential that is a
+    service account: a key file (`service_account.Credentials`: the key's client_email),
+    the metadata server (`compute_engine.Credentials`: "default" until a refresh reads the
+    real email), impersonation (`impersonated_credentials`: the target) and Workload
+    Identity Federation with impersonation (`external_account`). gcloud user credentials
+    have none (their `account` is a person, not a service account a token can name).
+    """
+    for attribute in ("service_account_email", "signer_email"):
+        email = getattr(credentials, attribute, None)
+        if isinstance(email, str) and "@" in email:
+            return email
+    return None
 
 
 class IdentitySteps:
@@ -261,9 +279,7 @@ class IdentitySteps:
             if isinstance(expiry, datetime.datetime)
             else self._clock() + 3600
         )
-        email = getattr(credentials, "service_account_email", None)
-        email = email if isinstance(email, str) and "@" in email else None
-        return AccessToken(str(credentials.token), email, expires)
+        return AccessToken(str(credentials.token), adc_email(credentials), expires)
 
     def _refresh_adc(self, scopes: tuple[str, ...]) -> Any:
         # imported here: only an operator really using ADC pays for google-auth + requests

@@ -3,10 +3,13 @@
 Why: with more than one replica, only one may run the handlers and the background loops
 (two would sync the same objects and make Google writes twice); kopf's peering freezes
 handlers but not our loops. The protocol is client-go's: a replica takes the Lease when it
-is free or its holder stopped renewing it for `leaseDurationSeconds`, renews it every
-`renew` seconds, and a leader that cannot renew within the lease duration stops acting at
-once: the process exits and Kubernetes starts it again, as a standby (the proven way:
-nothing half-stopped keeps running). Standbys keep trying every `retry` seconds.
+is free or its holder stopped renewing it for `duration` seconds; the leader renews it
+every `retry` seconds, and a leader that has not renewed for `renew` seconds (client-go's
+renew deadline, shorter than the duration) stops acting at once: the process exits and
+Kubernetes starts it again, as a standby (the proven way: nothing half-stopped keeps
+running). The margin between the deadline and the duration is what keeps two leaders from
+acting at once: the old one has stopped before a standby may take the Lease. Standbys try
+every `retry` seconds.
 """
 
 from __future__ import annotations
@@ -115,23 +118,43 @@ class Elector:
                 log.warning("lease %s/%s: %s", self.lease.namespace, self.lease.name, e)
             await asyncio.sleep(self.lease.retry)
 
+    async def release(self) -> None:
+        """Give the Lease up on a graceful stop, as client-go's ReleaseOnCancel does: the
+        holder is cleared and the duration set to 1 s, so a standby leads within its retry
+        period instead of waiting out the lease. Best effort: a failure only means the
+        standby waits for the lease to expire."""
+        ns, name = self.lease.namespace, self.lease.name
+        try:
+            doc = await self.kube.get_lease(ns, name)
+            spec = dict((doc or {}).get("spec") or {})
+            if doc is None or spec.get("holderIdentity") != self.identity:
+                return
+            spec.pop("holderIdentity", None)
+            spec["leaseDurationSeconds"] = 1
+            spec["renewTime"] = _micro(self._now())
+            doc["spec"] = spec
+            await self.kube.replace_lease(ns, name, doc)
+            log.info("released the lease %s/%s", ns, name)
+        except (KubeError, OSError) as e:
+            log.warning("releasing the lease %s/%s: %s", ns, name, e)
+
     async def keep(self, lost: Callable[[], Awaitable[None] | None]) -> None:
-        """Renew every `renew` seconds; if no renewal succeeds within the lease duration
-        (or another replica holds the Lease), call `lost` and return."""
+        """Renew every `retry` seconds; if no renewal succeeds for `renew` seconds (or
+        another replica holds the Lease), call `lost` and return."""
         loop = asyncio.get_running_loop()
-        last = loop.time()
+        last = loop.time()  # when the last successful renewal started (the conservative end)
         while True:
-            await asyncio.sleep(self.lease.renew if loop.time() - last < self.lease.renew
-                                else self.lease.retry)
+            await asyncio.sleep(self.lease.retry)
+            started = loop.time()
             try:
-                held = await self._try()
-            except (KubeError, OSError) as e:
-                log.warning("renewing the lease: %s", e)
+                held = await asyncio.wait_for(self._try(), timeout=self.lease.renew)
+            except (KubeError, OSError, TimeoutError) as e:
+                log.warning("renewing the lease: %s", e or "timed out")
                 held = None
             if held:
-                last = loop.time()
+                last = started
                 continue
-            if held is False or loop.time() - last >= self.lease.duration:
+            if held is False or loop.time() - last >= self.lease.renew:
                 log.error("this replica lost the lease %s/%s; stopping",
                           self.lease.namespace, self.lease.name)
                 result = lost()

@@ -1,22 +1,28 @@
 """`gcpcall-operator run`: start kopf with our handlers and a metrics endpoint.
 
 Why not `kopf run`: the operator is one console script with its own flags (namespaces,
-probes, metrics), and the handler modules are imported here so that the registry is
-complete before kopf starts.
+probes, metrics, log format), and the handler modules are imported here so that the
+registry is complete before kopf starts. The settings are checked here, before anything
+starts: a bad `GCPCALL_*` value is one line on stderr and exit status 2, not a traceback.
+With `GCPCALL_LEADER_ELECTION` the process first stands by for the Lease (`replica.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import os
+import sys
 from collections.abc import Sequence
 
 import kopf
 from prometheus_client import start_http_server
 
+from gcpcall.config import LogFormat, Settings, SettingsError, warn_unknown_variables
 from gcpcall.handlers import gcptask, scheduled, startup
+from gcpcall.handlers.replica import run_elected
 from gcpcall.observe.logs import setup_logging
+from gcpcall.observe.metrics import LEADER
 
 __all__ = ["run_operator"]
 
@@ -32,22 +38,31 @@ def run_operator(argv: Sequence[str]) -> int:
     parser.add_argument("--metrics-port", type=int, default=9090, help="0 disables metrics")
     parser.add_argument("--metrics-address", default="0.0.0.0",  # noqa: S104 - a pod's port
                         help="address the metrics endpoint listens on")
-    parser.add_argument("--peering", default=None,
-                        help="kopf peering object name (with more than one replica)")
+    parser.add_argument("--log-format", choices=[f.value for f in LogFormat], default=None,
+                        help="text, or json (one object a line); default: $GCPCALL_LOG_FORMAT, "
+                             "else text")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(list(argv))
-    setup_logging(args.verbose)
+    try:
+        settings = Settings.from_env(warn_unknown=False)
+    except SettingsError as e:
+        print(f"gcpcall-operator run: {e}", file=sys.stderr)
+        return 2
+    setup_logging(args.verbose, args.log_format or settings.log_format)
+    warn_unknown_variables(os.environ)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
+    if settings.leader_election:  # more than one replica: only the Lease holder acts
+        asyncio.run(run_elected(settings, namespaces=args.namespace,
+                                liveness=args.liveness or None))
+        return 0
+    LEADER.set(1)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness or None,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            # kopf pauses every peer of equal priority; a random one makes one leader
-            priority=random.randint(1, 10_000) if args.peering else 0,  # noqa: S311
+            standalone=True,
         )
     )
     return 0

@@ -32,7 +32,11 @@ KOPF_PREFIX = "operator.gcpcall.dev"
 
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    """Log kopf in with the same connection our own client uses."""
+    """Log kopf in with the same connection our own client uses (`kube.load_connection`).
+
+    kopf runs this in a worker thread (an exec plugin may take a second), and again at
+    `expiration` (before an exec plugin's token expires) or after a 401.
+    """
     conn = load_connection()
     return kopf.ConnectionInfo(
         server=conn.server,
@@ -42,6 +46,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         certificate_path=conn.cert_path,
         private_key_path=conn.key_path,
         default_namespace=conn.default_namespace,
+        expiration=conn.login_again_at(),
     )
 
 
@@ -64,11 +69,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # event (kopf's default of 5 s capped a create burst at about 40 objects a second).
     settings.batching.worker_limit = 200
     settings.batching.idle_timeout = 0.5
-    ours = Settings.from_env()
-    clients = GoogleClients.open(ours.endpoints)
-    memo.clients = clients
-    deps = build_deps(ours, KubeClient(load_connection()), clients.scheduler, clients.tasks)
-    memo.deps = deps
+    standing = getattr(memo, "deps", None)
+    if isinstance(standing, Deps):  # a replica that led after standing by (handlers.replica)
+        deps = standing
+        ours = deps.settings
+    else:
+        ours = Settings.from_env()
+        clients = GoogleClients.open(ours.endpoints)
+        memo.clients = clients
+        deps = build_deps(ours, KubeClient(load_connection()), clients.scheduler,
+                          clients.tasks)
+        memo.deps = deps
     for loop in deps.loops:
         loop.start()
     # One follower of long-running operations, in the operator (the one active replica),
@@ -77,7 +88,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.follower = OperationFollower(deps, memo.follower_calls)
     memo.follower.start()
     memo.forget = (*memo.forget, memo.follower.forget)
-    memo.relay = await start_relay(deps, memo.follower)
+    relay = getattr(memo, "relay", None)
+    if isinstance(relay, RunningRelay):  # serving since the standby: now it hands over
+        relay.attach(memo.follower)
+    else:
+        memo.relay = await start_relay(deps, memo.follower)
     log.info(
         "gcpcall-operator started: cluster=%s identity=%s scheduler=%s",
         ours.cluster_name, ours.identity_mode, ours.endpoints.scheduler,

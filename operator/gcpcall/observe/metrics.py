@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "EVENTS_DROPPED",
     "GOOGLE_CALLS",
+    "LEADER",
     "OBJECTS",
     "OPERATIONS",
     "OPERATIONS_IN_FLIGHT",
@@ -92,6 +93,11 @@ SYNC_LAST_LIST = Gauge(
     "gcpcall_sync_last_list_timestamp_seconds",
     "Unix time of the last successful read of Google by the batched sync or the poller",
     ["kind"],
+)
+LEADER = Gauge(
+    "gcpcall_leader",
+    "1 while this replica runs the handlers and loops (it holds the Lease, or leader "
+    "election is off), 0 while it stands by",
 )
 EVENTS_DROPPED = Counter(
     "gcpcall_events_dropped_total", "Events not posted because the backlog was full"

@@ -13,12 +13,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Sequence
 
 from prometheus_client import start_http_server
 
-from gcpcall.config import Settings
+from gcpcall.config import Settings, SettingsError, warn_unknown_variables
 from gcpcall.gcp.clients import GoogleClients
 from gcpcall.gcp.id_tokens import IdTokenVerifier
 from gcpcall.gcp.target_calls import TargetCaller
@@ -41,6 +43,10 @@ class RunningRelay:
         self.server = server
         self._verifier = verifier
         self._caller = caller
+
+    def attach(self, follower: OperationFollower) -> None:
+        """Hand started operations to `follower` from now on (a standby became leader)."""
+        self.server.relay.follower = follower
 
     async def stop(self) -> None:
         await self.server.stop()
@@ -69,8 +75,7 @@ async def start_relay(deps: Deps, follower: OperationFollower | None = None
     return RunningRelay(server, verifier, caller)
 
 
-async def _serve() -> None:
-    settings = Settings.from_env()
+async def _serve(settings: Settings) -> None:
     clients = GoogleClients.open(settings.endpoints)
     deps = build_deps(settings, KubeClient(load_connection()), clients.scheduler, clients.tasks)
     running = await start_relay(deps)
@@ -102,8 +107,14 @@ def run_relay(argv: Sequence[str]) -> int:
                         help="address the metrics endpoint listens on")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(list(argv))
-    setup_logging(args.verbose)
+    try:
+        settings = Settings.from_env(warn_unknown=False)
+    except SettingsError as e:  # one line and exit status 2, as for `run`
+        print(f"gcpcall-operator relay: {e}", file=sys.stderr)
+        return 2
+    setup_logging(args.verbose, settings.log_format)
+    warn_unknown_variables(os.environ)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
-    asyncio.run(_serve())
+    asyncio.run(_serve(settings))
     return 0
