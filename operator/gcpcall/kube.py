@@ -79,8 +79,9 @@ class RefreshingToken:
     """A bearer token that is fetched again before it expires.
 
     Between `refresh_at()` and the expiry the current token is still returned and one
-    worker thread fetches the next; only a caller that finds the token expired (or none yet)
-    waits for the fetch. A failed fetch keeps the current token and is retried
+    worker thread fetches the next; only a caller that finds the token expired waits for
+    the fetch. A token with no stated expiry is fetched again in the background every
+    `_REREAD_SECONDS`. A failed fetch keeps the current token and is retried
     `_RETRY_SECONDS` later (the API server's 401 says so meanwhile).
     """
 

@@ -1,8 +1,8 @@
 """Settings.from_env: the defaults, each refusal as one line, and the command's exit 2.
 
 Every refused value raises one SettingsError whose message is a single line naming the
-variable, the value and what is allowed; `gcpcall-operator run` prints that line alone and
-exits 2 (checked on a real process, before it would connect to anything).
+variable, the value and what is allowed; `gcpcall-operator run` and `relay` print that line
+alone and exit 2 (checked on real processes, before they would connect to anything).
 """
 
 from __future__ import annotations
@@ -181,13 +181,14 @@ def test_every_known_variable_is_read_by_from_env() -> None:
         assert f'"{name}"' in body, name
 
 
-def test_run_prints_one_line_and_exits_2() -> None:
+@pytest.mark.parametrize("command", ["run", "relay"])
+def test_the_command_prints_one_line_and_exits_2(command: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GCPCALL_")}
     env.update(GCPCALL_DRIFT_CHECK_SECONDS="abc", KUBECONFIG=os.devnull)
-    proc = subprocess.run([sys.executable, "-m", "gcpcall", "run", "--metrics-port", "0"],
+    proc = subprocess.run([sys.executable, "-m", "gcpcall", command, "--metrics-port", "0"],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
-    assert proc.stderr == ("gcpcall-operator run: invalid setting "
+    assert proc.stderr == (f"gcpcall-operator {command}: invalid setting "
                            "GCPCALL_DRIFT_CHECK_SECONDS='abc': a number of seconds, greater "
                            "than 0 (e.g. 600)\n")
