@@ -1,5 +1,5 @@
-"""`python -m bench [p1] [p3] [p7] [tasks] [writes] [p8] [p9] [p10] [r6]`: run the benchmarks,
-print their figures.
+"""`python -m bench [p1] [p3] [p7] [tasks] [writes] [p8] [p9] [p10] [r6] [scale]`: run the
+benchmarks, print their figures.
 
 Every figure is measured in one run on one stack (see harness.py); paste the printed lines
 into RESULTS.md together with the command.
@@ -17,7 +17,8 @@ from bench.harness import stack
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="*", default=["p1", "p3"],
-                        choices=["p1", "p3", "p7", "tasks", "writes", "p8", "p9", "p10", "r6"])
+                        choices=["p1", "p3", "p7", "tasks", "writes", "p8", "p9", "p10", "r6",
+                                 "scale"])
     parser.add_argument("--p1-n", type=int, default=50)
     parser.add_argument("--p3-n", type=int, default=1000)
     parser.add_argument("--p3-window", type=float, default=660.0,
@@ -27,6 +28,11 @@ def main() -> int:
     parser.add_argument("--writes-n", type=int, default=300)
     parser.add_argument("--p10-seconds", type=float, default=600.0,
                         help="how long each followed operation runs")
+    parser.add_argument("--objects", type=int, default=10_000, help="scale: objects per side")
+    parser.add_argument("--kind", choices=["scheduled", "tasks", "both"], default="scheduled",
+                        help="scale: which kind (both: half each)")
+    parser.add_argument("--groups", type=int, default=20,
+                        help="scale: projects (ScheduledGcpCall) or queues (GcpTask)")
     args = parser.parse_args()
     with stack() as s:
         if "p1" in args.which:
@@ -46,6 +52,11 @@ def main() -> int:
                 print(name.upper(), json.dumps(getattr(bench_relay, name)(s)), flush=True)
         if "p10" in args.which:
             print("P10", json.dumps(bench_relay.p10(s, done_after=args.p10_seconds)), flush=True)
+        if "scale" in args.which:
+            from bench import scale
+
+            print("SCALE", json.dumps(scale.run(s, args.objects, args.kind, args.groups)),
+                  flush=True)
         if "writes" in args.which:
             from bench import api_writes
 

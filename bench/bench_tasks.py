@@ -86,12 +86,15 @@ def _ssl(conn: Connection) -> ssl.SSLContext | bool:
 
 
 class Watch:
-    """A GcpTask watch of one namespace, calling `on_event(type, object)` per event."""
+    """A watch of one namespace's GcpTasks (or `plural`), calling `on_event(type, object)`
+    per event."""
 
     def __init__(self, conn: Connection, namespace: str,
-                 on_event: Callable[[str, dict[str, Any]], None]) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None],
+                 plural: str = "gcptasks") -> None:
         self.conn = conn
         self.namespace = namespace
+        self.plural = plural
         self.on_event = on_event
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,7 +121,8 @@ class Watch:
     async def _run(self) -> None:
         token = self.conn.current_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        url = self.conn.server + PLURAL_PATH.format(ns=self.namespace)
+        url = self.conn.server + PLURAL_PATH.format(ns=self.namespace).replace(
+            "/gcptasks", f"/{self.plural}")
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         connector = aiohttp.TCPConnector(ssl=_ssl(self.conn))
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:

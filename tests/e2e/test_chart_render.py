@@ -239,6 +239,7 @@ def test_deployment_runs_hardened_with_the_settings_as_env(helm: Helm) -> None:
     assert container_env(docs) == {
         "GCPCALL_CLUSTER_NAME": "e2e",
         "GCPCALL_IDENTITY_MODE": "WorkloadIdentity",
+        "GCPCALL_LOG_FORMAT": "json",
         "GCPCALL_PROJECT": "e2e-project",
         "GCPCALL_LOCATION": "europe-west1",
         "GCPCALL_SERVICE_ACCOUNT": "gcpcall-runner",
@@ -265,9 +266,11 @@ def test_other_settings_reach_the_environment(helm: Helm) -> None:
             extraEnv=[{"name": "GCPCALL_DRIFT_CHECK_SECONDS", "value": "300"}],
             image__tag="1.2.3",
             verbose=True,
+            logFormat="text",
         )
     )
     env = container_env(docs)
+    assert env["GCPCALL_LOG_FORMAT"] == "text"
     assert env["GCPCALL_IMPERSONATION_DELEGATES"] == (
         "d1@p.iam.gserviceaccount.com,d2@p.iam.gserviceaccount.com"
     )
@@ -718,6 +721,7 @@ def test_notes_say_what_to_do_next(helm: Helm, e2e_controlplane: ControlPlane) -
         ({"metrics__dashboard__labelKey": ""}, "/metrics/dashboard/labelKey"),
         ({"leaderElection": {"leaseDurationSeconds": 0}}, "/leaderElection/leaseDurationSeconds"),
         ({"peering": {"installCRD": True}}, "peering"),
+        ({"logFormat": "xml"}, "/logFormat"),
         ({"unknownKey": 1}, "unknownKey"),
     ],
 )

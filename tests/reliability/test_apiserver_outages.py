@@ -83,7 +83,7 @@ def test_a_hung_api_server_is_waited_out(
     sgc.create(ns, sample("before-hang"))
     _ready(sgc, ns, "before-hang")
     cp.pause()
-    time.sleep(8)  # the outage: the API server answers nothing
+    time.sleep(30)  # the outage R3 names: the API server answers nothing for 30 s
     cp.resume()
     _serving(cp)
     sgc.create(ns, sample("after-hang"))

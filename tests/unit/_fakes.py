@@ -9,6 +9,7 @@ against the real API server and the emulator is the integration suite's.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from collections.abc import Mapping
@@ -115,12 +116,14 @@ class FakeIdentities:
 
 
 class FakeScheduler:
-    """Jobs by name; `refuse` makes a method raise PERMISSION_DENIED."""
+    """Jobs by name; `refuse` makes a method raise PERMISSION_DENIED; while `list_gate` is
+    set and not open, a ListJobs waits for it (a list in flight)."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, scheduler_v1.Job] = {}
         self.calls: list[str] = []
         self.refuse: set[str] = set()
+        self.list_gate: asyncio.Event | None = None
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
@@ -129,6 +132,8 @@ class FakeScheduler:
 
     async def list_jobs(self, parent: str, identity: GoogleIdentity) -> list[scheduler_v1.Job]:
         self._call("ListJobs")
+        if self.list_gate is not None:
+            await self.list_gate.wait()
         return [copy.deepcopy(j) for n, j in self.jobs.items() if n.startswith(parent + "/")]
 
     async def get_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job | None:

@@ -7,6 +7,7 @@ is put back, or reported when it cannot be.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any, cast
 
@@ -215,6 +216,30 @@ async def test_a_restart_lists_each_group_once_however_the_objects_trickle_in() 
         await run_to(world, 10 + i)
     assert lists(world) == 1
     assert world.scheduler.calls.count("UpdateJob") == 1  # the drift, from the shared list
+
+
+async def test_objects_resumed_while_the_restart_list_is_out_share_it() -> None:
+    """kopf keeps resuming objects while the group's list is in flight (10,000 objects take
+    seconds): they are covered by that list, not a second one."""
+    world = World()
+    objects = [world.add(f"o-{i}") for i in range(6)]
+    for t in objects:
+        world.sync.untrack(t.ref)
+    world.scheduler.jobs[objects[-1].job_name].schedule = "0 0 1 1 *"  # drifted while down
+    world.sync.track(objects[0], list_soon=True)
+    world.scheduler.list_gate = gate = asyncio.Event()
+    world.clock.advance(2)
+    listing = asyncio.create_task(world.sync.step())
+    await asyncio.sleep(0)
+    assert lists(world) == 1  # out
+    for t in objects[1:]:
+        world.sync.track(t, list_soon=True)
+    gate.set()
+    await listing
+    for at in (3, 5, 10, 60):
+        await run_to(world, at)
+    assert lists(world) == 1
+    assert world.scheduler.calls.count("UpdateJob") == 1  # the drifted one, from that list
 
 
 async def test_a_straggler_missing_from_the_shared_list_is_listed_again() -> None:

@@ -97,6 +97,8 @@ URL, which it points Relay jobs and tasks at).
   value: {{ include "gcpcall.clusterName" .root | quote }}
 - name: GCPCALL_IDENTITY_MODE
   value: {{ $v.identity.mode | quote }}
+- name: GCPCALL_LOG_FORMAT
+  value: {{ $v.logFormat | quote }}
 {{- with $v.gcp.project }}
 - name: GCPCALL_PROJECT
   value: {{ . | quote }}

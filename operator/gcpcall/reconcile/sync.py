@@ -111,6 +111,7 @@ class _Group:
     listed: dict[str, Job] | None = None
     listed_until: float = 0.0
     late: set[str] = field(default_factory=set)  # uids to check against `listed`
+    listing: bool = False  # a restart's list is out: members resumed meanwhile wait for it
 
 
 class ScheduledSync(BackgroundLoop):
@@ -149,8 +150,8 @@ class ScheduledSync(BackgroundLoop):
         self._where[t.ref.uid] = t.group
         if list_soon:
             now = self.clock.monotonic()
-            if group.listed is not None and now < group.listed_until:
-                group.late.add(t.ref.uid)  # checked against the list just made
+            if group.listing or (group.listed is not None and now < group.listed_until):
+                group.late.add(t.ref.uid)  # checked against the restart's list
             elif not group.soon:
                 group.soon, group.soon_at = True, now + _GATHER
         self._reschedule(group)
@@ -200,7 +201,7 @@ class ScheduledSync(BackgroundLoop):
             candidates.append(group.last_list + _FOLLOW_UPS[group.follow_up - 1])
         if group.soon:
             candidates.append(group.soon_at)
-        if group.late:
+        if group.late and group.listed is not None:
             candidates.append(self.clock.monotonic())
         candidates.append(group.extra_at)
         group.list_at = min(candidates)
@@ -232,6 +233,7 @@ class ScheduledSync(BackgroundLoop):
         group.soon, group.soon_at = False, float("inf")
         group.extra_at = float("inf")
         group.late.clear()  # this list covers them
+        group.listing = restart_list
         drift_check = started >= group.last_drift_check + 0.9 * self.settings.drift_check_seconds
         try:
             identity = await self.identities.resolve(
@@ -252,6 +254,7 @@ class ScheduledSync(BackgroundLoop):
             self._failed(group, _RETRY_SLOW if c.backoff == "slow" else _RETRY_FAST)
             return
         finally:
+            group.listing = False
             SYNC_LISTS.labels("ScheduledGcpCall").inc()
         SYNC_LAST_LIST.labels("ScheduledGcpCall").set(time.time())
         by_name = {job.name: job for job in jobs}
@@ -263,6 +266,7 @@ class ScheduledSync(BackgroundLoop):
         for member in list(group.members.values()):
             if self._where.get(member.ref.uid) != group.key:
                 continue  # untracked while the list was out
+            group.late.discard(member.ref.uid)  # resumed while it was out: covered here
             if drift_check and member.spec is not None:
                 await self._refresh_body(member)
             waiting |= await self._sync_member(member, by_name.get(member.job_name), identity)
