@@ -143,9 +143,24 @@ def update_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str
     are never compared: they are not ours to set.
     """
     mask: list[str] = []
+    # The raw protobuf messages compare in C; the field-by-field rules below (proto-plus,
+    # slow) run only for a part that differs there. A restart compares every job.
+    raw_desired, raw_actual = scheduler_v1.Job.pb(desired), scheduler_v1.Job.pb(actual)
     for field in ("description", "schedule", "time_zone"):
-        if getattr(desired, field) != getattr(actual, field):
+        if getattr(raw_desired, field) != getattr(raw_actual, field):
             mask.append(field)
+    if raw_desired.http_target != raw_actual.http_target:
+        mask.extend(_http_target_mask(desired, actual))
+    if raw_desired.retry_config != raw_actual.retry_config:
+        mask.extend(_retry_mask(desired, actual))
+    if (raw_desired.attempt_deadline != raw_actual.attempt_deadline
+            and _seconds(desired.attempt_deadline) != _seconds(actual.attempt_deadline)):
+        mask.append("attempt_deadline")
+    return mask
+
+
+def _http_target_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str]:
+    mask: list[str] = []
     dh, ah = desired.http_target, actual.http_target
     if dh.uri != ah.uri:
         mask.append("http_target.uri")
@@ -158,6 +173,11 @@ def update_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str
     if dh.body != ah.body:
         mask.append("http_target.body")
     mask.extend(_token_paths(dh, ah))
+    return mask
+
+
+def _retry_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str]:
+    mask: list[str] = []
     dr, ar = desired.retry_config, actual.retry_config
     for attr, path in _RETRY_PATHS:
         want, have = getattr(dr, attr), getattr(ar, attr)
@@ -166,8 +186,6 @@ def update_mask(desired: scheduler_v1.Job, actual: scheduler_v1.Job) -> list[str
                 mask.append(path)
         elif want != have:
             mask.append(path)
-    if _seconds(desired.attempt_deadline) != _seconds(actual.attempt_deadline):
-        mask.append("attempt_deadline")
     return mask
 
 

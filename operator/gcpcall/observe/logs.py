@@ -49,7 +49,9 @@ __all__ = [
 ]
 
 # Handlers that run on every watch event (handlers/*.py): their success is routine.
-ROUTINE_HANDLERS = ("watch_events",)
+# Handlers whose success is routine: every watch event, and every object on a restart (its
+# resume: 10,000 objects would be 20,000 INFO lines that say nothing happened).
+ROUTINE_HANDLERS = ("watch_events", "resume_job_sync", "resume_task_polling")
 
 REDACTED = "[REDACTED]"
 SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -105,9 +107,9 @@ class KopfLevels(logging.Filter):
             return True
         if record.levelno == logging.INFO:
             message = record.getMessage()
-            if message.endswith("succeeded.") and any(
+            if (message.endswith("succeeded.") and any(
                 f"'{name}'" in message for name in ROUTINE_HANDLERS
-            ):
+            )) or (message.startswith("Resuming is processed") and message.endswith(" 0 failed.")):
                 record.levelno, record.levelname = logging.DEBUG, "DEBUG"
                 return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         elif record.levelno == logging.ERROR and not record.exc_info:

@@ -110,7 +110,12 @@ class _Group:
     # checked against it instead of listing the group again for each trickle of them.
     listed: dict[str, Job] | None = None
     listed_until: float = 0.0
-    late: set[str] = field(default_factory=set)  # uids to check against `listed`
+    late: set[str] = field(default_factory=set)  # job names to check against `listed`
+    # The earliest due run after `last_list` (+ settle), or None: work it out again. Kept
+    # so that tracking one more member is O(1), not O(members) (a restart tracks 10,000);
+    # after a member's run moves later it can be early, never late: an early list is
+    # harmless (it finds nothing due and the value is worked out again).
+    due_at: float | None = None
     listing: bool = False  # a restart's list is out: members resumed meanwhile wait for it
 
 
@@ -148,10 +153,11 @@ class ScheduledSync(BackgroundLoop):
             self._groups[t.group] = group
         group.members[t.job_name] = t
         self._where[t.ref.uid] = t.group
+        self._note_due(group, t)
         if list_soon:
             now = self.clock.monotonic()
             if group.listing or (group.listed is not None and now < group.listed_until):
-                group.late.add(t.ref.uid)  # checked against the restart's list
+                group.late.add(t.job_name)  # checked against the restart's list
             elif not group.soon:
                 group.soon, group.soon_at = True, now + _GATHER
         self._reschedule(group)
@@ -167,6 +173,7 @@ class ScheduledSync(BackgroundLoop):
         for name, member in list(group.members.items()):
             if member.ref.uid == ref.uid:
                 del group.members[name]
+        group.due_at = None
         if not group.members:
             del self._groups[group.key]
 
@@ -186,17 +193,25 @@ class ScheduledSync(BackgroundLoop):
     def _monotonic_at(self, when: datetime.datetime) -> float:
         return self.clock.monotonic() + (when - self.clock.now()).total_seconds()
 
+    def _due(self, m: Tracked, group: _Group) -> float | None:
+        """When the group should list for `m`'s next run; None: nothing due after the last
+        list (runs that fell due before it are the follow-ups' business)."""
+        if m.next_run is None or m.paused:
+            return None
+        at = self._monotonic_at(m.next_run) + self.settings.run_settle_seconds
+        return at if at > group.last_list else None
+
+    def _note_due(self, group: _Group, m: Tracked) -> None:
+        if group.due_at is not None and (at := self._due(m, group)) is not None:
+            group.due_at = min(group.due_at, at)
+
     def _reschedule(self, group: _Group) -> None:
         """Next list = earliest due run (+ settle) or the drift check, whichever is first."""
-        settle = self.settings.run_settle_seconds
+        if group.due_at is None:
+            due = (self._due(m, group) for m in group.members.values())
+            group.due_at = min((t for t in due if t is not None), default=float("inf"))
         drift_at = group.last_drift_check + self.settings.drift_check_seconds
-        due = [
-            self._monotonic_at(m.next_run) + settle
-            for m in group.members.values()
-            if m.next_run is not None and not m.paused
-        ]
-        # runs that fell due before the last list are the follow-ups' business
-        candidates = [drift_at, *(t for t in due if t > group.last_list)]
+        candidates = [drift_at, group.due_at]
         if group.follow_up:
             candidates.append(group.last_list + _FOLLOW_UPS[group.follow_up - 1])
         if group.soon:
@@ -220,8 +235,7 @@ class ScheduledSync(BackgroundLoop):
                 await self.sync_group(group)
             except Exception:
                 log.exception("sync of group %s failed", group.key[1:])
-                group.last_list = self.clock.monotonic()
-                group.list_at = group.last_list + 30.0
+                self._failed(group, 30.0)
         return min((g.list_at for g in self._groups.values()), default=float("inf"))
 
     async def sync_group(self, group: _Group) -> None:
@@ -266,11 +280,12 @@ class ScheduledSync(BackgroundLoop):
         for member in list(group.members.values()):
             if self._where.get(member.ref.uid) != group.key:
                 continue  # untracked while the list was out
-            group.late.discard(member.ref.uid)  # resumed while it was out: covered here
+            group.late.discard(member.job_name)  # resumed while it was out: covered here
             if drift_check and member.spec is not None:
                 await self._refresh_body(member)
             waiting |= await self._sync_member(member, by_name.get(member.job_name), identity)
         group.last_list = self.clock.monotonic()
+        group.due_at = None
         if drift_check:
             group.last_drift_check = group.last_list
         group.follow_up = min(group.follow_up + 1, len(_FOLLOW_UPS)) if waiting else 0
@@ -281,7 +296,7 @@ class ScheduledSync(BackgroundLoop):
         """Members resumed after the group's restart list: checked against that list."""
         assert group.listed is not None
         late, group.late = group.late, set()
-        members = [m for m in group.members.values() if m.ref.uid in late]
+        members = [m for name in late if (m := group.members.get(name)) is not None]
         if not members:
             self._reschedule(group)
             return
@@ -297,10 +312,12 @@ class ScheduledSync(BackgroundLoop):
                 group.extra_at = min(group.extra_at, self.clock.monotonic())
                 continue
             await self._sync_member(member, job, identity)
+            self._note_due(group, member)
         self._reschedule(group)
 
     def _failed(self, group: _Group, retry_in: float) -> None:
         group.last_list = self.clock.monotonic()
+        group.due_at = None
         group.list_at = group.last_list + retry_in
 
     async def _refresh_body(self, m: Tracked) -> None:
