@@ -276,7 +276,7 @@ async def _create_failed(
         return Outcome.done()
     if c.reason == "Unexpected":
         log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name,
-                      exc_info=exc)
+                      exc_info=exc, extra={"object": obj.ref})
     if await _write(obj, deps, ready_reason(c.reason), c.message) is not None:
         deps.events.warning(obj.ref, "Failed", c.message)
     return Outcome.retry(c, deps.tasks.recovery) if c.retryable else Outcome.done()

@@ -329,7 +329,7 @@ class ScheduledSync(BackgroundLoop):
             return  # the converge below keeps the job; the reconcile reports a missing one
         except Exception as exc:
             log.warning("reading the body of %s/%s failed: %s", m.ref.namespace, m.ref.name,
-                        classify(exc).message)
+                        classify(exc).message, extra={"object": m.ref})
             return
         if body is not None:
             m.desired = with_body(m.desired, body)
@@ -354,7 +354,7 @@ class ScheduledSync(BackgroundLoop):
                     f = failure(exc)
                     ready_reason, ready_message = f.reason, f.message
                     log.warning("drift of %s/%s not corrected: %s", m.ref.namespace,
-                                m.ref.name, f.message)
+                                m.ref.name, f.message, extra={"object": m.ref})
             parts.append(reconciler_part(ready_condition(ready_reason, ready_message)))
         if job is None:
             await self._write(m, parts)
@@ -396,7 +396,7 @@ class ScheduledSync(BackgroundLoop):
             await self.status.write(m.ref, m.relay, *parts, *(() if m.relay else (runs,)))
         except Exception as exc:
             log.warning("status of %s/%s not written: %s", m.ref.namespace, m.ref.name,
-                        classify(exc).message)
+                        classify(exc).message, extra={"object": m.ref})
 
 
 def _state_differs(job: Job, m: Tracked) -> bool:

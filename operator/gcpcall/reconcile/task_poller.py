@@ -307,7 +307,7 @@ class TaskPoller(BackgroundLoop):
                                                max_attempts=max_attempts, queue_paused=paused))
         except Exception as exc:  # the API server is unreachable or refused: later
             log.warning("status of %s/%s not written: %s", w.ref.namespace, w.ref.name,
-                        classify(exc).message)
+                        classify(exc).message, extra={"object": w.ref})
             self._schedule(w, self.clock.monotonic() + _RETRY_FAST)
             return
         if self._watched.get(w.ref.uid) is not w:

@@ -147,7 +147,7 @@ class OperationFollower(BackgroundLoop):
                     else parse_gcp_task(obj.spec, defaults))
         except InvalidSpec as e:
             log.warning("operations of %s/%s are not followed: %s", obj.ref.namespace,
-                        obj.ref.name, e)
+                        obj.ref.name, e, extra={"object": obj.ref})
             return
         history = getattr(spec, "history_limit", 10)
         ttl = getattr(spec, "ttl_seconds_after_finished", None)
@@ -186,7 +186,7 @@ class OperationFollower(BackgroundLoop):
                     headers["Authorization"] = f"Bearer {token}"
         except Exception as exc:
             log.warning("polling %s of %s/%s waits for a token: %s", p.name, p.ref.namespace,
-                        p.ref.name, classify(exc).message)
+                        p.ref.name, classify(exc).message, extra={"object": p.ref})
             self._again(p)
             return
         outcome = await self.caller.call("GET", p.poll_url, headers, None, _POLL_WITHIN)
@@ -244,7 +244,7 @@ class OperationFollower(BackgroundLoop):
             written = await self.deps.status.write(p.ref, True, part)
         except Exception as exc:
             log.warning("the outcome of %s for %s/%s was not written: %s", p.name,
-                        p.ref.namespace, p.ref.name, classify(exc).message)
+                        p.ref.namespace, p.ref.name, classify(exc).message, extra={"object": p.ref})
             self._again(p)
             return
         self._pending.pop(p.key, None)
