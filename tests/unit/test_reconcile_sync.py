@@ -21,7 +21,8 @@ from gcpcall.gcp.scheduler_mapping import desired_job
 from gcpcall.kube import ObjectRef
 from gcpcall.reconcile.converge import JobConverger
 from gcpcall.reconcile.status_writer import StatusWriter
-from gcpcall.reconcile.sync import ScheduledSync, Tracked
+from gcpcall.reconcile.sync import ScheduledSync
+from gcpcall.reconcile.tracked import Tracked
 from tests.unit._fakes import FakeClock, FakeEvents, FakeIdentities, FakeKube, FakeScheduler
 from tests.unit._specs import DEFAULTS, call_spec
 

@@ -46,7 +46,7 @@ from gcpcall.reconcile.objects import (
 from gcpcall.reconcile.outcome import Outcome
 from gcpcall.reconcile.relay_target import RelayUnavailable, relay_target
 from gcpcall.reconcile.status_writer import Contribute
-from gcpcall.reconcile.sync import Tracked
+from gcpcall.reconcile.tracked import Tracked
 
 __all__ = [
     "KIND",

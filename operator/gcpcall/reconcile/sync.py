@@ -17,12 +17,10 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gcpcall.api.ownership import Owner, Part
-from gcpcall.api.scheduled_call import ScheduledCallSpec
 from gcpcall.api.status import (
     ReadyReason,
     job_part,
@@ -43,56 +41,18 @@ from gcpcall.reconcile.converge import Cause, JobConverger, failure
 from gcpcall.reconcile.inputs import BodySourceMissing, resolve_body
 from gcpcall.reconcile.loop import BackgroundLoop
 from gcpcall.reconcile.status_writer import StatusWriter
+from gcpcall.reconcile.tracked import GroupKey, Tracked
 
-__all__ = ["GroupKey", "ScheduledSync", "Tracked"]
+__all__ = ["ScheduledSync"]
 
 log = logging.getLogger(__name__)
 
-GroupKey = tuple[Hashable, str, str]  # (identity key, project, location)
 _FOLLOW_UPS = (2.0, 4.0, 8.0, 16.0, 30.0)  # re-lists while a due run has not shown yet
 _RETRY_FAST = 15.0
 _RUN_WAIT = 120.0  # how long a requested run is looked for (a paused job never runs it)
 _GATHER = 2.0  # after a restart, wait this long for more resumed members before listing
 _SHARE = 120.0  # how long a restart's list answers for members resumed after it
 _RETRY_SLOW = 300.0
-
-
-@dataclass
-class Tracked:
-    """What the sync needs to know about one synced object."""
-
-    ref: ObjectRef
-    service_account: str | None
-    group: GroupKey
-    job_name: str
-    desired: Job
-    paused: bool
-    history_limit: int
-    generation: int
-    next_run: datetime.datetime | None
-    target_host: str = ""
-    relay: bool = False  # Relay delivery: the relay records the runs, not the sync
-    run_requested: datetime.datetime | None = None  # a RunJob whose attempt is not seen yet
-    spec: ScheduledCallSpec | None = None  # kept only for a body in a ConfigMap/Secret
-
-    @classmethod
-    def of(
-        cls, ref: ObjectRef, spec: ScheduledCallSpec, identity_key: Hashable, job: Job | None,
-        desired: Job, generation: int, *, relay: bool,
-        next_run: datetime.datetime | None = None,
-    ) -> Tracked:
-        """From a reconcile (`job` as it now is) or a resume (`next_run` from status)."""
-        if job is not None:
-            next_run = observed_job(job).next_run_time
-        body = spec.target.body
-        return cls(
-            ref=ref, service_account=spec.service_account_name,
-            group=(identity_key, spec.project, spec.location), job_name=desired.name,
-            desired=desired, paused=spec.paused, history_limit=spec.history_limit,
-            generation=generation, next_run=next_run, target_host=spec.target.host,
-            relay=relay,
-            spec=spec if body is not None and body.source is not None and not relay else None,
-        )
 
 
 @dataclass
