@@ -56,8 +56,8 @@ class EventRecorder:
         if len(self._waiting) >= self._backlog:
             dropped = self._waiting.popleft()
             EVENTS_DROPPED.inc()
-            log.warning("event backlog full: dropped %s for %s/%s",
-                        dropped[2], dropped[0].namespace, dropped[0].name)
+            log.warning("event backlog full: dropped %s", dropped[2],
+                        extra={"object": dropped[0]})
         self._waiting.append((ref, type_, reason, message))
         self._ready.set()
         self._idle.clear()
@@ -121,4 +121,4 @@ class EventRecorder:
         try:
             await self.kube.create_event(ref.namespace, body)
         except (KubeError, OSError) as e:
-            log.warning("could not post event %s for %s/%s: %s", reason, ref.namespace, ref.name, e)
+            log.warning("could not post event %s: %s", reason, e, extra={"object": ref})

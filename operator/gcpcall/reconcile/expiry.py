@@ -61,14 +61,12 @@ class Expiries(BackgroundLoop):
             try:
                 deleted = await self.kube.delete_object(ref)
             except (KubeError, OSError) as e:
-                log.warning("TTL deletion of %s/%s failed: %s", ref.namespace, ref.name, e,
-                            extra={"object": ref})
+                log.warning("TTL deletion failed: %s", e, extra={"object": ref})
                 retry = now + _RETRY
                 self._due[ref.uid] = retry
                 heapq.heappush(self._heap, (retry, next(self._seq), ref))
                 continue
             self.forget(ref.uid)
             if deleted:
-                log.info("deleted %s/%s: ttlSecondsAfterFinished passed", ref.namespace,
-                         ref.name, extra={"object": ref})
+                log.info("deleted: ttlSecondsAfterFinished passed", extra={"object": ref})
         return self._heap[0][0] if self._heap else float("inf")

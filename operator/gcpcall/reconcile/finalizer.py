@@ -236,13 +236,11 @@ class Deletions(BackgroundLoop):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("cleanup of %s/%s failed", entry.ref.namespace, entry.ref.name,
-                              extra={"object": entry.ref})
+                log.exception("cleanup failed", extra={"object": entry.ref})
                 outcome, reason = Outcome(0.0), "Unexpected"
             delay = outcome.retry_after or backoff_delay(entry.attempt)
             entry.attempt += 1
-            log.info("deletion of %s/%s waits %.0fs (%s)",
-                     entry.ref.namespace, entry.ref.name, delay, reason or "retrying",
+            log.info("deletion waits %.0fs (%s)", delay, reason or "retrying",
                      extra={"object": entry.ref})
             entry.due = self.clock.monotonic() + (0.0 if entry.changed else delay)
         finally:

@@ -275,8 +275,7 @@ async def _create_failed(
         _wait_for_queue(obj, deps, spec)
         return Outcome.done()
     if c.reason == "Unexpected":
-        log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name,
-                      exc_info=exc, extra={"object": obj.ref})
+        log.exception("reconcile failed", exc_info=exc, extra={"object": obj.ref})
     if await _write(obj, deps, ready_reason(c.reason), c.message) is not None:
         deps.events.warning(obj.ref, "Failed", c.message)
     return Outcome.retry(c, deps.tasks.recovery) if c.retryable else Outcome.done()

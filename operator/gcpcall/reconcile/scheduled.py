@@ -151,8 +151,7 @@ async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         f = failure(exc)
         c = f.classification
         if c.reason == "Unexpected":
-            log.exception("reconcile of %s/%s failed", obj.ref.namespace, obj.ref.name,
-                          extra={"object": obj.ref})
+            log.exception("reconcile failed", extra={"object": obj.ref})
         if c.code == "UNAUTHENTICATED":
             # An expired or revoked token: drop it, and come back at once with a new one.
             deps.identities.invalidate(obj.ref.namespace, spec.service_account_name or "")

@@ -288,8 +288,8 @@ class ScheduledSync(BackgroundLoop):
         except BodySourceMissing:
             return  # the converge below keeps the job; the reconcile reports a missing one
         except Exception as exc:
-            log.warning("reading the body of %s/%s failed: %s", m.ref.namespace, m.ref.name,
-                        classify(exc).message, extra={"object": m.ref})
+            log.warning("reading the referenced body failed: %s", classify(exc).message,
+                        extra={"object": m.ref})
             return
         if body is not None:
             m.desired = with_body(m.desired, body)
@@ -313,8 +313,8 @@ class ScheduledSync(BackgroundLoop):
                 except Exception as exc:
                     f = failure(exc)
                     ready_reason, ready_message = f.reason, f.message
-                    log.warning("drift of %s/%s not corrected: %s", m.ref.namespace,
-                                m.ref.name, f.message, extra={"object": m.ref})
+                    log.warning("drift not corrected: %s", f.message,
+                                extra={"object": m.ref, "google": m.job_name})
             parts.append(reconciler_part(ready_condition(ready_reason, ready_message)))
         if job is None:
             await self._write(m, parts)
@@ -355,8 +355,8 @@ class ScheduledSync(BackgroundLoop):
         try:
             await self.status.write(m.ref, m.relay, *parts, *(() if m.relay else (runs,)))
         except Exception as exc:
-            log.warning("status of %s/%s not written: %s", m.ref.namespace, m.ref.name,
-                        classify(exc).message, extra={"object": m.ref})
+            log.warning("status not written: %s", classify(exc).message,
+                        extra={"object": m.ref})
 
 
 def _state_differs(job: Job, m: Tracked) -> bool:

@@ -277,7 +277,8 @@ class TaskPoller(BackgroundLoop):
             task = await self.tasks.get_task(w.task_name, identity)
         except Exception as exc:
             c = classify(exc)
-            log.warning("GetTask %s failed: %s", w.task_name, c.message)
+            log.warning("GetTask failed: %s", c.message,
+                        extra={"object": w.ref, "google": w.task_name})
             self._schedule(w, self.clock.monotonic() + (
                 _RETRY_SLOW if c.backoff == "slow" else _RETRY_FAST))
             return
@@ -306,8 +307,8 @@ class TaskPoller(BackgroundLoop):
                 w.ref, w.relay, *observe_parts(w.relay, task, now=self.clock.now(),
                                                max_attempts=max_attempts, queue_paused=paused))
         except Exception as exc:  # the API server is unreachable or refused: later
-            log.warning("status of %s/%s not written: %s", w.ref.namespace, w.ref.name,
-                        classify(exc).message, extra={"object": w.ref})
+            log.warning("status not written: %s", classify(exc).message,
+                        extra={"object": w.ref})
             self._schedule(w, self.clock.monotonic() + _RETRY_FAST)
             return
         if self._watched.get(w.ref.uid) is not w:

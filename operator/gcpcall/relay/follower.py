@@ -146,8 +146,7 @@ class OperationFollower(BackgroundLoop):
             spec = (parse_scheduled_call(obj.spec, defaults) if obj.ref.kind == "ScheduledGcpCall"
                     else parse_gcp_task(obj.spec, defaults))
         except InvalidSpec as e:
-            log.warning("operations of %s/%s are not followed: %s", obj.ref.namespace,
-                        obj.ref.name, e, extra={"object": obj.ref})
+            log.warning("its operations are not followed: %s", e, extra={"object": obj.ref})
             return
         history = getattr(spec, "history_limit", 10)
         ttl = getattr(spec, "ttl_seconds_after_finished", None)
@@ -185,8 +184,8 @@ class OperationFollower(BackgroundLoop):
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
         except Exception as exc:
-            log.warning("polling %s of %s/%s waits for a token: %s", p.name, p.ref.namespace,
-                        p.ref.name, classify(exc).message, extra={"object": p.ref})
+            log.warning("polling the operation waits for a token: %s", classify(exc).message,
+                        extra={"object": p.ref, "google": p.name})
             self._again(p)
             return
         outcome = await self.caller.call("GET", p.poll_url, headers, None, _POLL_WITHIN)
@@ -243,8 +242,8 @@ class OperationFollower(BackgroundLoop):
         try:
             written = await self.deps.status.write(p.ref, True, part)
         except Exception as exc:
-            log.warning("the outcome of %s for %s/%s was not written: %s", p.name,
-                        p.ref.namespace, p.ref.name, classify(exc).message, extra={"object": p.ref})
+            log.warning("the operation's outcome was not written: %s", classify(exc).message,
+                        extra={"object": p.ref, "google": p.name})
             self._again(p)
             return
         self._pending.pop(p.key, None)

@@ -351,8 +351,8 @@ class Relay:
         except Exception as exc:
             # The call was made: answering with its status is still right (a retry would
             # call again); the run is missing from status, which the log says.
-            log.error("the relay's record of %s/%s was not written: %s", obj.ref.namespace,
-                      obj.ref.name, classify(exc).message, extra={"object": obj.ref})
+            log.error("the relay's record of this run was not written: %s",
+                      classify(exc).message, extra={"object": obj.ref})
             return False
         if obj.ref.kind == "GcpTask":
             post_transitions(self.deps.events, obj.ref, written)
