@@ -5,6 +5,13 @@ LastRunSucceeded, state) write the same objects at the same moments here: 100 ob
 a spec edit and a run-now request in waves, while the sync lists the group after each run
 and on its 3-second drift check. A watch records every version of every object's status;
 no version may drop a condition, a run, or go back to an older Ready or request.
+
+The operator reaches the API server through a link that holds every request back by
+`LATENCY` seconds (`slow_link.py`): on loopback a write is answered in milliseconds, too
+fast for two writers' read-then-write windows to meet, and the test would pass on code
+that merge-patches `conditions` from a stale base (it did, on the code before status
+ownership). Held back, every write stays in flight long enough for the other writers to
+compute from the base it is about to replace.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from tests.integration.conftest import (
     own_operator_for,
     wait_for,
 )
+from tests.integration.slow_link import SlowLink
 from tests.integration.test_scheduled_lifecycle import job_name, ready, sample
 
 if TYPE_CHECKING:
@@ -37,6 +45,7 @@ if TYPE_CHECKING:
 
 COUNT = 100
 WAVES = 4
+LATENCY = 0.1  # seconds added to every request from the operator to the API server
 RUN_NOW = "gcpcall.dev/run-requested-at"
 
 
@@ -45,9 +54,12 @@ def own_operator(
     operator: Operator, controlplane: ControlPlane, emulator: Emulator, namespace: str,
     tmp_path: Path,
 ) -> Iterator[Operator]:
-    mine = own_operator_for(controlplane, emulator, tmp_path / "operator.log", namespace)
-    with instead_of(operator, mine):
-        yield mine
+    with SlowLink(controlplane.server, LATENCY) as link:
+        kubeconfig = link.kubeconfig(controlplane.kubeconfig, tmp_path / "slow-kubeconfig")
+        mine = own_operator_for(controlplane, emulator, tmp_path / "operator.log", namespace,
+                                KUBECONFIG=kubeconfig)
+        with instead_of(operator, mine):
+            yield mine
 
 
 class History:

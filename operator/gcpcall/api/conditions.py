@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from gcpcall.api.observed import format_time
+from gcpcall.api.tree import plain
 
 __all__ = [
     "MAX_MESSAGE",
@@ -87,13 +88,11 @@ def set_condition(
     return result
 
 
-def _plain(value: Any) -> Any:
-    """Deep copy into dict/list, so kopf's read-only views compare and serialize alike."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+def _differ(old: Any, new: Any) -> bool:
+    """Whether two JSON values differ. Equal as they are means equal as JSON, which skips
+    two plain copies in the common case of an unchanged field; otherwise their plain forms
+    decide (a tuple and a list with the same items are the same JSON)."""
+    return bool(old != new) and plain(old) != plain(new)
 
 
 def _nested_diff(have: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,10 +106,10 @@ def _nested_diff(have: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str, 
             sub = _nested_diff(old, value)
             if sub:
                 diff[key] = sub
-        elif (key not in have or _plain(old) != _plain(value)) and (
+        elif (key not in have or _differ(old, value)) and (
             value is not None or key in have
         ):
-            diff[key] = _plain(value)
+            diff[key] = plain(value)
     return diff
 
 
@@ -135,6 +134,6 @@ def status_patch(
             sub = _nested_diff(old, value)
             if sub:
                 patch[key] = sub
-        elif _plain(old) != _plain(value):
-            patch[key] = _plain(value)
+        elif _differ(old, value):
+            patch[key] = plain(value)
     return patch

@@ -27,7 +27,6 @@ Ready and the queued phase in one patch); each part is still computed by its own
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from gcpcall.api.conditions import Condition, set_condition
+from gcpcall.api.tree import copy_tree
 
 __all__ = ["Contribute", "Owned", "Owner", "OwnershipError", "Part", "apply_parts", "check",
            "owned"]
@@ -119,17 +119,17 @@ def apply_parts(
 ) -> tuple[dict[str, Any], set[str]]:
     """The status with `parts` applied in order (each sees the ones before), and the
     top-level keys they touched. Raises OwnershipError for a part that strays."""
-    after = copy.deepcopy(dict(status))
+    after = copy_tree(dict(status))
     touched: set[str] = set()
     for contribute in parts:
-        part = contribute if isinstance(contribute, Part) else contribute(copy.deepcopy(after))
+        part = contribute if isinstance(contribute, Part) else contribute(copy_tree(after))
         check(kind, part.owner, relay, set(part.fields), {c.type for c in part.conditions})
         for key, value in part.fields.items():
             touched.add(key)
             if value is None:
                 after.pop(key, None)
             else:
-                after[key] = copy.deepcopy(value)
+                after[key] = copy_tree(value)
         if part.conditions:
             touched.add("conditions")
             conditions = [dict(c) for c in after.get("conditions") or ()]

@@ -23,7 +23,6 @@ to stay at one write per object (P2).
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 from gcpcall.api.conditions import find_condition, status_patch
 from gcpcall.api.ownership import Contribute, Part, apply_parts
+from gcpcall.api.tree import copy_tree
 from gcpcall.clock import SYSTEM, Clock
 from gcpcall.kube import KubeClient, KubeError, ObjectRef
 from gcpcall.observe.metrics import OBJECTS, RUNS, STATUS_CONFLICTS, STATUS_PATCHES, TRACKED
@@ -90,13 +90,20 @@ class StatusWriter:
         base = self._bases.get(ref.uid)
         if base is not None and generation <= base.generation:
             return
-        self._keep(ref, _Base(copy.deepcopy(dict(body.get("status") or {})),
+        self._keep(ref, _Base(copy_tree(dict(body.get("status") or {})),
                               str(meta.get("resourceVersion") or ""), generation))
 
     def known(self, ref: ObjectRef, observed: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The newest status known (a copy): our base, else what the caller observed."""
         base = self._bases.get(ref.uid)
-        return copy.deepcopy(base.status if base is not None else dict(observed or {}))
+        return copy_tree(base.status if base is not None else dict(observed or {}))
+
+    def peek(self, ref: ObjectRef, observed: Mapping[str, Any] | None = None
+             ) -> Mapping[str, Any]:
+        """The newest status known, not copied: for a look on a hot path (the relay's
+        "was this run already made?"); read it, never change it."""
+        base = self._bases.get(ref.uid)
+        return base.status if base is not None else (observed or {})
 
     def generation(self, ref: ObjectRef) -> int | None:
         """The newest generation seen of the object (None: unknown)."""
@@ -178,7 +185,7 @@ class StatusWriter:
             self._keep(ref, _Base(dict(doc.get("status") or {}),
                                   str(meta.get("resourceVersion") or ""),
                                   int(meta.get("generation") or 0)))
-            written = Written(base.status, copy.deepcopy(self._bases[ref.uid].status))
+            written = Written(base.status, copy_tree(self._bases[ref.uid].status))
             _count_runs(ref, written)
             return written
         raise RuntimeError(f"status of {ref.namespace}/{ref.name} kept changing; "
