@@ -93,15 +93,11 @@ class StatusWriter:
         self._keep(ref, _Base(copy_tree(dict(body.get("status") or {})),
                               str(meta.get("resourceVersion") or ""), generation))
 
-    def known(self, ref: ObjectRef, observed: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The newest status known (a copy): our base, else what the caller observed."""
-        base = self._bases.get(ref.uid)
-        return copy_tree(base.status if base is not None else dict(observed or {}))
-
-    def peek(self, ref: ObjectRef, observed: Mapping[str, Any] | None = None
-             ) -> Mapping[str, Any]:
-        """The newest status known, not copied: for a look on a hot path (the relay's
-        "was this run already made?"); read it, never change it."""
+    def known(self, ref: ObjectRef, observed: Mapping[str, Any] | None = None
+              ) -> Mapping[str, Any]:
+        """The newest status known: our base, else what the caller observed. Not a copy
+        (every caller only reads it, and a resume or a relay call is on a hot path): read
+        it, never change it."""
         base = self._bases.get(ref.uid)
         return base.status if base is not None else (observed or {})
 

@@ -223,7 +223,7 @@ class Relay:
         now = self.deps.clock.now()
         scheduled = schedule_time_header(request.headers.get("x-cloudscheduler-scheduletime"))
         schedule_time = scheduled or now.replace(microsecond=0)
-        current = self.deps.status.peek(obj.ref, obj.status)
+        current = self.deps.status.known(obj.ref, obj.status)
         previous = find_run(current.get("runs"), schedule_time)
         if previous is not None and previous.get("result") in ("Succeeded", "Running"):
             # a retry after a success (or after the operation it started): no second call
@@ -259,7 +259,7 @@ class Relay:
 
         written = await self._record(obj, part)
         if isinstance(found, Found) and written:
-            run = find_run(self.deps.status.peek(obj.ref).get("runs"), schedule_time)
+            run = find_run(self.deps.status.known(obj.ref).get("runs"), schedule_time)
             if run is not None and run.get("result") == "Running":
                 self._follow(obj, spec, found, format_time(schedule_time), deadline, done)
         return self._answer(outcome)
@@ -287,7 +287,7 @@ class Relay:
 
     async def _run_task(self, request: RelayRequest, obj: ObjectView,
                         spec: GcpTaskSpec) -> Answer:
-        current = self.deps.status.peek(obj.ref, obj.status)
+        current = self.deps.status.known(obj.ref, obj.status)
         if current.get("phase") == "Succeeded":
             RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
             return Answer(200, {"result": "Succeeded", "note": "this task already succeeded"})
