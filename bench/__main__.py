@@ -1,5 +1,5 @@
-"""`python -m bench [p1] [p3] [p7] [tasks] [writes] [p8] [p9] [p10] [r6] [scale]`: run the
-benchmarks, print their figures.
+"""`python -m bench [p1] [p3] [p6] [p7] [tasks] [writes] [p8] [p9] [p10] [r6] [scale]`:
+run the benchmarks, print their figures.
 
 Every figure is measured in one run on one stack (see harness.py); paste the printed lines
 into RESULTS.md together with the command.
@@ -18,7 +18,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="*", default=["p1", "p3"],
                         choices=["p1", "p3", "p7", "tasks", "writes", "p8", "p9", "p10", "r6",
-                                 "scale"])
+                                 "scale", "p6"])
     parser.add_argument("--p1-n", type=int, default=50)
     parser.add_argument("--p3-n", type=int, default=1000)
     parser.add_argument("--p3-window", type=float, default=660.0,
@@ -33,6 +33,12 @@ def main() -> int:
                         help="scale: which kind (both: half each)")
     parser.add_argument("--groups", type=int, default=20,
                         help="scale: projects (ScheduledGcpCall) or queues (GcpTask)")
+    parser.add_argument("--p6-objects", type=int, default=1000)
+    parser.add_argument("--p6-identities", type=int, default=10)
+    parser.add_argument("--p6-lifetime", type=int, default=120,
+                        help="p6: seconds the emulator's access tokens last (Google: 3600)")
+    parser.add_argument("--p6-lifetimes", type=int, default=5,
+                        help="p6: token lifetimes the operator is kept busy after the storm")
     args = parser.parse_args()
     with stack() as s:
         if "p1" in args.which:
@@ -57,6 +63,11 @@ def main() -> int:
 
             print("SCALE", json.dumps(scale.run(s, args.objects, args.kind, args.groups)),
                   flush=True)
+        if "p6" in args.which:
+            from bench import tokens
+
+            print("P6", json.dumps(tokens.run(s, args.p6_objects, args.p6_identities,
+                                              args.p6_lifetime, args.p6_lifetimes)), flush=True)
         if "writes" in args.which:
             from bench import api_writes
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import os
 import sys
@@ -564,3 +565,48 @@ async def test_other_services_authenticate_grpc_callers(
     assert services.iam.may_act_as(caller, TARGET)
     services.iam.policy.enforce = False
     assert services.iam.may_act_as(caller, D1)
+
+
+async def test_token_lifetime_cap_is_what_google_auth_reads(cluster: ClusterIssuer) -> None:
+    """`--token-lifetime 120`: STS, generateAccessToken (asked for 3600 s) and the metadata
+    server all issue 120 s tokens, and say so in `expires_in` / `expireTime`."""
+    issuer = TokenIssuer(max_access_lifetime=120)
+    services = IdentityServices(issuer)
+    await services.serve()
+    try:
+        services.sts.trust(
+            WorkloadIdentityTrust.gke(pool=POOL, cluster_url=CLUSTER_URL, issuer=cluster.url))
+        services.iam.policy.grant(f"serviceAccount:{POOL}[team-a/runner]", TARGET)
+
+        def federate(impersonate: str | None) -> Any:
+            credentials = _IdentityPool(
+                audience=STS_AUDIENCE,
+                subject_token_type="urn:ietf:params:oauth:token-type:jwt",
+                token_url=f"{services.url}/v1/token",
+                subject_token_supplier=_Supplier(cluster.token("team-a", "runner")),
+                service_account_impersonation_url=(
+                    gat_url(services, impersonate) if impersonate else None),
+                service_account_impersonation_options={"token_lifetime_seconds": 3600},
+                scopes=[CLOUD_PLATFORM],
+            )
+            credentials.refresh(_Request())
+            return credentials
+
+        for impersonate in (None, TARGET):
+            credentials = await asyncio.to_thread(federate, impersonate)
+            left = credentials.expiry.timestamp() - datetime.datetime.now(
+                datetime.UTC).replace(tzinfo=None).timestamp()
+            assert left == pytest.approx(120, abs=5), impersonate
+            info = issuer.access_token_info(credentials.token)
+            assert info is not None
+            assert info.expires_at.timestamp() - time.time() == pytest.approx(120, abs=5)
+        url = f"{services.url}/computeMetadata/v1/instance/service-accounts/default/token"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers={"Metadata-Flavor": "Google"}) as response,
+        ):
+            doc = await response.json()
+        assert doc["expires_in"] in (119, 120)
+        assert issuer.expires_in("ya29.never-issued") == 0
+    finally:
+        await services.close()

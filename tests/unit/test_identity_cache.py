@@ -73,6 +73,22 @@ async def test_refreshes_ahead_of_expiry() -> None:
     assert entry.expires_at == clock.now + 3600
 
 
+async def test_a_short_lived_value_is_refreshed_at_three_quarters_of_its_life() -> None:
+    """A 120 s token under a 300 s margin: kept for 90 s, not reloaded on every get."""
+    clock = FakeClock()
+    cache: SingleFlightCache[str, int] = SingleFlightCache(clock=clock, refresh_margin=300)
+    load = Loader(clock, lifetime=120)
+    assert await cache.get("k", load) == 1
+    assert cache.fresh("k")
+    clock.now += 89
+    assert await cache.get("k", load) == 1
+    assert load.count == 1
+    clock.now += 2  # 91 s into a 120 s life: past three quarters
+    assert not cache.fresh("k")
+    assert await cache.get("k", load) == 2
+    assert cache.fresh("k")
+
+
 async def test_failed_refresh_keeps_a_still_valid_value() -> None:
     clock = FakeClock()
     cache: SingleFlightCache[str, int] = SingleFlightCache(

@@ -165,7 +165,8 @@ def add_routes(app: web.Application, state: MetadataState) -> None:
         requested = [s for s in request.query.get("scopes", "").split(",") if s.strip()]
         access = state.mint([s.strip() for s in requested] or None)
         return _json(
-            {"access_token": access, "expires_in": state.token_lifetime, "token_type": "Bearer"}
+            {"access_token": access, "expires_in": state.tokens.expires_in(access),
+             "token_type": "Bearer"}
         )
 
     async def identity(request: web.Request) -> web.Response:

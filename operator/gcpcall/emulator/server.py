@@ -213,6 +213,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_false",
         help="do not route compute/cloudbuild/dataflow.googleapis.com to the simulator",
     )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="issue OAuth access tokens (STS, generateAccessToken, metadata) for at most this "
+        "long; Google's last 3600 s (compresses time for token-refresh benchmarks)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(list(argv))
     try:
@@ -268,6 +276,7 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         host_map=args.hosts,
         issuer=args.issuer,
+        tokens=TokenIssuer(args.issuer, max_access_lifetime=args.token_lifetime),
         host=args.host,
         require_auth=args.require_auth,
         googleapis_routes=args.googleapis_routes,

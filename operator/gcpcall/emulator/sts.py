@@ -352,7 +352,7 @@ def add_routes(app: web.Application, state: StsState) -> None:
                 "access_token": access,
                 "issued_token_type": ACCESS_TOKEN,
                 "token_type": "Bearer",
-                "expires_in": state.federated_lifetime,
+                "expires_in": state.tokens.expires_in(access),
             }
         )
 

@@ -25,7 +25,8 @@ The three modes (architecture.md, "Identity"):
      at its default address), refreshed in a worker thread.
 
 Caching: tokens per (mode, namespace, KSA, GSA, scopes), one refresh in flight per key,
-refreshed `refresh_margin` seconds before expiry (`tokens.SingleFlightCache`). The KSA's
+refreshed `refresh_margin` seconds before expiry, or at three quarters of a short
+lifetime (`tokens.SingleFlightCache`). The KSA's
 annotation is read from the API server at most once per `ksa_ttl` seconds per KSA (a GET
 per resolve would double the API load of every reconcile); the annotation's value is part
 of the token key, so a changed annotation is a different identity once the KSA is read
@@ -209,10 +210,7 @@ class IdentityResolver:
         await self._steps.close()
 
     def _count_lookup(self, mode: str, key: TokenKey) -> None:
-        entry = self._tokens.peek(key)
-        fresh = entry is not None and (
-            entry.expires_at - self._clock() > self._tokens.refresh_margin
-        )
+        fresh = self._tokens.fresh(key)
         CACHE_LOOKUPS.labels(mode=mode, result="hit" if fresh else "miss").inc()
 
     async def _annotation(self, namespace: str, ksa: str) -> str | None:

@@ -4,7 +4,9 @@ Why our own: google-auth's credentials refresh synchronously and are not single-
 200 reconciles of one identity arriving together would make 200 token exchanges (the
 problem External Secrets Operator users hit as expired or throttled tokens). Here every
 caller of one key awaits the same refresh; a value is refreshed `refresh_margin` seconds
-before it expires, so no caller ever gets a token about to lapse mid-call; a failed refresh
+before it expires (or, for a value loaded with less than four margins to live, once three
+quarters of its life have passed), so no caller ever gets a token about to lapse mid-call
+and a short-lived token is not reloaded on every use; a failed refresh
 is remembered for `failure_ttl` seconds so a broken identity does not hammer Google.
 
 The clock is injectable so tests move time instead of waiting for it.
@@ -45,6 +47,14 @@ class Expiring(Generic[V]):
     expires_at: float
 
 
+@dataclass(frozen=True)
+class _Entry(Generic[V]):
+    """A cached value and the POSIX time after which `get` reloads it."""
+
+    value: Expiring[V]
+    refresh_at: float
+
+
 @dataclass
 class _Failure:
     error: BaseException
@@ -63,10 +73,11 @@ class SingleFlightCache(Generic[K, V]):
     """Values per key, each refreshed by at most one task at a time.
 
     `get(key, load)` returns the cached value while it has more than `refresh_margin`
-    seconds left; otherwise it starts `load()` (or joins the load already running for the
-    key) and returns its result. If the load fails while the old value is still valid for
-    at least `grace` seconds, the old value is returned: a Google hiccup near expiry does not
-    fail calls that can still succeed.
+    seconds left (a quarter of the life it was loaded with, if that is less); otherwise it
+    starts `load()` (or joins the load already running for the key) and returns its result.
+    If the load fails while the old value is still valid for at least `grace` seconds, the
+    old value is returned: a Google hiccup near expiry does not fail calls that can still
+    succeed.
     """
 
     def __init__(
@@ -81,13 +92,19 @@ class SingleFlightCache(Generic[K, V]):
         self.refresh_margin = refresh_margin
         self.failure_ttl = failure_ttl
         self.grace = grace
-        self._entries: dict[K, Expiring[V]] = {}
+        self._entries: dict[K, _Entry[V]] = {}
         self._inflight: dict[K, _Flight[V]] = {}
         self._failures: dict[K, _Failure] = {}
 
     def peek(self, key: K) -> Expiring[V] | None:
         """The cached entry for `key`, fresh or not, without loading anything."""
-        return self._entries.get(key)
+        entry = self._entries.get(key)
+        return entry.value if entry is not None else None
+
+    def fresh(self, key: K) -> bool:
+        """Whether `get(key)` would answer from the cache without starting a load."""
+        entry = self._entries.get(key)
+        return entry is not None and self._clock() < entry.refresh_at
 
     def keys(self) -> list[K]:
         """Keys with a cached value, a load in flight or a remembered failure."""
@@ -96,9 +113,10 @@ class SingleFlightCache(Generic[K, V]):
     async def get(self, key: K, load: Callable[[], Awaitable[Expiring[V]]]) -> V:
         """The value for `key`, loading it (once, for all concurrent callers) if needed."""
         now = self._clock()
-        entry = self._entries.get(key)
-        if entry is not None and entry.expires_at - now > self.refresh_margin:
-            return entry.value
+        cached = self._entries.get(key)
+        if cached is not None and now < cached.refresh_at:
+            return cached.value.value
+        entry = cached.value if cached is not None else None
         failure = self._failures.get(key)
         if failure is not None:
             if failure.until > now:
@@ -116,7 +134,7 @@ class SingleFlightCache(Generic[K, V]):
             # shield: a caller cancelled while waiting must not cancel everyone's refresh
             return (await asyncio.shield(flight.future)).value
         except Exception:
-            entry = self._entries.get(key)
+            entry = self.peek(key)
             if entry is not None and entry.expires_at - self._clock() > self.grace:
                 return entry.value
             raise
@@ -137,7 +155,9 @@ class SingleFlightCache(Generic[K, V]):
         # token was rejected): it still answers the callers already waiting, but is not kept.
         if not flight.discarded:
             self._prune()
-            self._entries[key] = entry
+            now = self._clock()
+            margin = min(self.refresh_margin, max(0.0, entry.expires_at - now) / 4)
+            self._entries[key] = _Entry(entry, entry.expires_at - margin)
         return entry
 
     def _prune(self) -> None:
@@ -145,7 +165,7 @@ class SingleFlightCache(Generic[K, V]):
         cache stays as large as the set of identities in use. Loads are rare (one per
         identity per token lifetime), so a scan per load costs nothing."""
         now = self._clock()
-        for key in [k for k, e in self._entries.items() if e.expires_at <= now]:
+        for key in [k for k, e in self._entries.items() if e.value.expires_at <= now]:
             del self._entries[key]
         for key in [k for k, f in self._failures.items() if f.until <= now]:
             del self._failures[key]
