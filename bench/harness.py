@@ -40,6 +40,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def emulator_admin(http_port: int, method: str, path: str, body: Any = None) -> Any:
+    """One call to an emulator's admin API (JSON in and out)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/emulator/v1{path}", data=data, method=method,
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
 @dataclass
 class Stack:
     work: Path
@@ -55,13 +66,7 @@ class Stack:
         return f"127.0.0.1:{self.grpc_port}"
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/emulator/v1{path}", data=data, method=method,
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            raw = resp.read()
-        return json.loads(raw) if raw else None
+        return emulator_admin(self.http_port, method, path, body)
 
     def calls(self) -> list[dict[str, Any]]:
         return list(self.admin("GET", "/calls")["calls"])

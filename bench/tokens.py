@@ -27,14 +27,13 @@ import json
 import random
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s_client
 
 from bench.bench_tasks import ready_true
-from bench.harness import CLUSTER, LOCATION, PROJECT, Stack, process, wait_for
+from bench.harness import CLUSTER, LOCATION, PROJECT, Stack, emulator_admin, process, wait_for
 
 __all__ = ["run"]
 
@@ -92,12 +91,7 @@ def run(s: Stack, objects: int = 1000, identities: int = 10, lifetime: int = 120
         http = f"http://127.0.0.1:{ports['http_port']}"
 
         def admin(method: str, path: str, doc: Any = None) -> Any:
-            data = json.dumps(doc).encode() if doc is not None else None
-            req = urllib.request.Request(f"{http}/emulator/v1{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                raw = resp.read()
-            return json.loads(raw) if raw else None
+            return emulator_admin(int(ports["http_port"]), method, path, doc)
 
         admin("POST", "/sts/trusts", {
             "audience": f"identitynamespace:{POOL}:{CLUSTER_URL}", "issuer": info["issuer"],
