@@ -30,13 +30,14 @@ BIN = REPO / ".bin"
 PROJECT, LOCATION, CLUSTER = "bench-project", "us-central1", "bench"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(interval)
     raise RuntimeError(f"timed out waiting for {what}")
 
 
