@@ -152,3 +152,36 @@ async def test_a_missing_queue_is_waited_for_with_one_get_per_queue() -> None:
     await waits.step()
     assert sorted(created) == ["a", "b", "c"]
     assert waits.tracked() == 0
+
+
+async def test_tasks_resumed_after_a_restart_list_are_read_from_it() -> None:
+    """A restart resumes a queue's tasks over many seconds: one ListTasks for the queue,
+    and the tasks resumed after it are read from that list, not from a list each."""
+    world = World()
+    names = [f"a{i}" for i in range(15)]
+    names += [f"b{second}-{i}" for second in range(4, 30, 2) for i in range(12)]
+    for name in names:  # the tasks were there before the restart
+        task_name = f"{QUEUE}/tasks/{name}"
+        world.tasks.tasks[task_name] = ObservedTask(
+            task_name, schedule_time=world.clock.now() + datetime.timedelta(seconds=300))
+
+    def resume(name: str) -> None:
+        ref = world.ref(name)
+        task_name = f"{QUEUE}/tasks/{name}"
+        world.kube.add(ref, {"taskName": task_name, "phase": "Queued"})
+        world.poller.watch(Watched(ref, None, ("operator", QUEUE), task_name), soon=True)
+
+    for i in range(15):
+        resume(f"a{i}")
+    await world.at(3)
+    assert world.tasks.calls == ["ListTasks"]
+    for second in range(4, 30, 2):  # a trickle, 12 more each round
+        for i in range(12):
+            resume(f"b{second}-{i}")
+        await world.at(second)
+    resume("r-gone")
+    await world.at(40)
+    assert world.tasks.calls == ["ListTasks", "GetTask"]  # only the one the list lacks
+    assert world.poller.tracked() == 15 + 13 * 12
+    assert world.status_of("b28-11")["phase"] == "Queued"
+

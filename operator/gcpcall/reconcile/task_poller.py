@@ -7,7 +7,9 @@ change, and only when a change is due: at the task's scheduleTime (which Cloud T
 to the next retry after a failed attempt), then with growing follow-ups while an attempt
 is in flight or a due task waits (a paused queue). Finished tasks are dropped and cost
 nothing. Tasks due together in one queue are read with one ListTasks (pages of 1,000)
-instead of a GetTask each, when that is cheaper.
+instead of a GetTask each, when that is cheaper. After a restart the resumed tasks of a
+queue trickle in over many seconds: the first list of the queue answers for the ones
+resumed after it for a while (`_SHARE`), so a restart lists each queue once.
 
 With Relay delivery the relay records each attempt and the outcome; the poller still reads
 what Cloud Tasks reports (counts, times) and notices a task that Cloud Tasks finished
@@ -23,7 +25,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +57,7 @@ _PAGE = 1000
 _RETRY_FAST = 15.0  # after a transient failure of a poll
 _RETRY_SLOW = 300.0  # after IdentityNotReady / permission problems
 _SLOT = 0.25  # seconds; poll times are rounded up to it
+_SHARE = 120.0  # how long a restart's list of a queue answers for tasks resumed after it
 
 
 @dataclass
@@ -71,10 +74,21 @@ class Watched:
     follow_up: int = 0
     last_seen: tuple[int, str] | None = None  # (dispatchCount, lastAttempt) last observed
     version: int = 0
+    resumed: bool = False  # after a restart, not read yet: a restart's list may answer
+
 
     @property
     def queue(self) -> str:
         return self.group[1]
+
+
+@dataclass
+class _Shared:
+    """A restart's list of one queue, kept to answer for the tasks resumed after it. It is
+    newer than anything the previous process wrote, so reading from it rolls nothing back."""
+
+    tasks: dict[str, ObservedTask]
+    until: float  # monotonic
 
 
 def observe_parts(
@@ -132,6 +146,7 @@ class TaskPoller(BackgroundLoop):
         self._heap: list[tuple[float, int, str, int]] = []  # (at, seq, uid, version)
         self._seq = itertools.count()
         self._queue_sizes: dict[str, int] = {}  # live tasks seen at the last ListTasks
+        self._shared: dict[GroupKey, _Shared] = {}  # restart lists, by group
 
     # registry ---------------------------------------------------------------------------
     def tracked(self) -> int:
@@ -153,7 +168,9 @@ class TaskPoller(BackgroundLoop):
             w.last_seen = _signature(observed)
         if soon:
             # After a restart objects arrive one by one: a common slot a little ahead lets
-            # the tasks of one queue be read together, with one ListTasks.
+            # the tasks of one queue be read together, with one ListTasks; those resumed
+            # after it are read from that list (see `_shared`).
+            w.resumed = True
             at = (math.floor(self.clock.monotonic() / self.settle) + 2) * self.settle
         elif observed is not None:
             at = self._next_after(w, observed, changed=True)
@@ -221,23 +238,37 @@ class TaskPoller(BackgroundLoop):
             if self._current(entry):
                 w = self._watched[entry[2]]
                 due.setdefault(w.group, []).append(w)
-        plans = [(key, *self._plan(key, members, now)) for key, members in due.items()]
-        for _, members, _ in plans:
-            for w in members:
+        for key in [k for k, shared in self._shared.items() if shared.until <= now]:
+            del self._shared[key]
+        rounds: list[Awaitable[None]] = []
+        for key, members in due.items():
+            shared = self._shared.get(key)
+            if shared is not None:
+                late = [w for w in members if w.resumed]
+                if late:
+                    rounds.append(self._poll_shared(late, shared))
+                    members = [w for w in members if not w.resumed]
+                if not members:
+                    continue
+            batch_of, batch = self._plan(key, members, now, skip_resumed=shared is not None)
+            rounds.append(self._poll_group(key, batch_of, batch))
+            for w in batch_of:
                 # a fallback in case this round fails; an observation reschedules it
                 self._schedule(w, now + _RETRY_FAST)
-        if plans:
-            await asyncio.gather(*(self._poll_group(key, members, batch)
-                                   for key, members, batch in plans))
+        if rounds:
+            await asyncio.gather(*rounds)
         while self._heap and not self._current(self._heap[0]):
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else float("inf")
 
-    def _plan(self, key: GroupKey, due: list[Watched], now: float) -> tuple[list[Watched], bool]:
+    def _plan(self, key: GroupKey, due: list[Watched], now: float,
+              skip_resumed: bool = False) -> tuple[list[Watched], bool]:
         """One ListTasks when enough members of the queue are due now or within the settle
-        time (they are all read then), else a GetTask for each due one."""
-        soon = [self._watched[uid] for uid in self._members.get(key, ())
-                if self._watched[uid].next_poll <= now + self.settle]
+        time (they are all read then), else a GetTask for each due one. Resumed members are
+        left out while a restart's list answers for them."""
+        soon = [w for uid in self._members.get(key, ())
+                if (w := self._watched[uid]).next_poll <= now + self.settle
+                and not (skip_resumed and w.resumed)]
         pages = max(1, math.ceil(self._queue_sizes.get(key[1], 0) / _PAGE))
         if len(soon) >= _LIST_MIN * pages:
             return soon, True
@@ -254,6 +285,10 @@ class TaskPoller(BackgroundLoop):
                 SYNC_LISTS.labels(KIND).inc()
                 self._queue_sizes[queue] = len(listed)
                 by_name = {t.name: t for t in listed}
+                if any(w.resumed for w in members):
+                    self._shared[key] = _Shared(by_name, self.clock.monotonic() + _SHARE)
+                for w in members:
+                    w.resumed = False
                 await bounded(
                     [self._observe(w, by_name.get(w.task_name), identity) for w in members]
                 )
@@ -271,6 +306,29 @@ class TaskPoller(BackgroundLoop):
                 self._schedule(w, self.clock.monotonic() + (
                     _RETRY_SLOW if c.backoff == "slow" else _RETRY_FAST))
         SYNC_DURATION.labels(KIND).observe(self.clock.monotonic() - started)
+
+    async def _poll_shared(self, members: list[Watched], shared: _Shared) -> None:
+        """Resumed tasks read from their queue's restart list. One absent from it is read
+        with a GetTask: the list says it was gone, but a GetTask costs little and is sure."""
+        first = members[0]
+        try:
+            identity = await self.identities.resolve(first.ref.namespace, first.service_account)
+        except Exception as exc:  # the identity is not ready (or failed): read them later
+            log.info("tasks of %s wait for their identity: %s", first.queue,
+                     classify(exc).message)
+            for w in members:
+                self._schedule(w, self.clock.monotonic() + _RETRY_SLOW)
+            return
+        jobs: list[Awaitable[None]] = []
+        for w in members:
+            w.resumed = False
+            task = shared.tasks.get(w.task_name)
+            self._schedule(w, self.clock.monotonic() + _RETRY_FAST)  # if the write fails
+            if task is None:
+                jobs.append(self._get_and_observe(w, identity))
+            else:
+                jobs.append(self._observe(w, task, identity))
+        await bounded(jobs)
 
     async def _get_and_observe(self, w: Watched, identity: GoogleIdentity) -> None:
         try:
@@ -290,6 +348,7 @@ class TaskPoller(BackgroundLoop):
         """Bring one object's status up to date with what was read of its task."""
         if self._watched.get(w.ref.uid) is not w:
             return  # forgotten (deleted) or replaced while the read was out
+        w.resumed = False  # read since the restart: a restart's list is older than this
         current = self.status.known(w.ref)
         max_attempts: int | None = None
         paused = False
