@@ -79,3 +79,28 @@ def test_progress_lives_in_memory_per_object_and_handler() -> None:
     p.purge(key="h", body=b, patch=patch)
     assert p.fetch(key="h", body=b) is None
     assert not patch
+
+
+def test_the_essence_is_kopfs_own_without_copying_the_status() -> None:
+    """The essence built from the kept part is the one kopf builds from the whole object:
+    spec, labels and the annotations it compares, and no status or system metadata."""
+    raw: dict[str, Any] = dict(body(observed=1))
+    raw["metadata"] = {**raw["metadata"], "labels": {"team": "a"}, "resourceVersion": "9",
+                       "managedFields": [{"manager": "gcpcall-sync"}],
+                       "annotations": {"note": "kept",
+                                       "kubectl.kubernetes.io/last-applied-configuration": "{}"}}
+    raw["status"] = {**raw["status"], "runs": [{"httpStatus": 200}] * 50}
+    whole = kopf.AnnotationsDiffBaseStorage(prefix="operator.gcpcall.dev",
+                                            key="last-handled-configuration")
+    assert storage().build(body=kopf.Body(raw)) == whole.build(body=kopf.Body(raw))
+    assert storage().build(body=kopf.Body(raw)) == {
+        "spec": {"schedule": "5 * * * *"},
+        "metadata": {"labels": {"team": "a"}, "annotations": {"note": "kept"}},
+    }
+
+
+def test_fetch_and_the_build_after_it_agree_and_a_new_body_is_built_again() -> None:
+    s, b = storage(), body(observed=1)
+    assert s.fetch(body=b) is s.build(body=b)  # one essence per event, not two
+    edited = body(observed=1, schedule="6 * * * *")
+    assert s.build(body=edited) == {"spec": {"schedule": "6 * * * *"}}

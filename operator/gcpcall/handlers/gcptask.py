@@ -13,11 +13,21 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
+from gcpcall.api.task_status import TERMINAL_PHASES
+from gcpcall.handlers.common import (
+    GROUP,
+    VERSION,
+    deps_of,
+    on_each_event,
+    raise_for,
+    resume_needed,
+)
+from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.gcptask import (
     KIND,
     PLURAL,
     delete_gcp_task,
+    follow_created,
     reconcile_gcp_task,
     resume_gcp_task,
 )
@@ -36,7 +46,14 @@ async def create_cloud_task(body: kopf.Body, memo: kopf.Memo, retry: int, **_: A
     await raise_for(await reconcile_gcp_task(_view(body), deps_of(memo)), retry)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
+def _followed(deps: Deps, body: kopf.Body) -> bool:
+    finished = (body.get("status") or {}).get("phase") in TERMINAL_PHASES
+    return finished or deps.poller.follows(str(body.metadata.uid or ""))
+
+
+# The listing event registers created and finished tasks (`watch_events`); this is for
+# the rest.
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=resume_needed(_followed))
 async def resume_task_polling(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     await raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
 
@@ -44,4 +61,4 @@ async def resume_task_polling(body: kopf.Body, memo: kopf.Memo, retry: int, **_:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def watch_events(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                        **_: Any) -> None:
-    await on_each_event(event, body, memo, KIND, PLURAL, delete_gcp_task)
+    await on_each_event(event, body, memo, KIND, PLURAL, delete_gcp_task, follow_created)

@@ -11,7 +11,15 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
+from gcpcall.handlers.common import (
+    GROUP,
+    VERSION,
+    deps_of,
+    on_each_event,
+    raise_for,
+    resume_needed,
+)
+from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.scheduled import (
     KIND,
@@ -19,6 +27,7 @@ from gcpcall.reconcile.scheduled import (
     delete_scheduled_call,
     reconcile_scheduled_call,
     resume_scheduled_call,
+    track_in_sync,
 )
 
 __all__: list[str] = []
@@ -34,7 +43,12 @@ async def apply_spec_to_job(body: kopf.Body, memo: kopf.Memo, retry: int, **_: A
     await raise_for(await reconcile_scheduled_call(_view(body), deps_of(memo)), retry)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
+def _tracked(deps: Deps, body: kopf.Body) -> bool:
+    return deps.sync.tracking(str(body.metadata.uid or ""))
+
+
+# The listing event registers the objects in sync (`watch_events`); this is for the rest.
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=resume_needed(_tracked))
 async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     await raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
 
@@ -42,4 +56,4 @@ async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def watch_events(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
                        **_: Any) -> None:
-    await on_each_event(event, body, memo, KIND, PLURAL, delete_scheduled_call)
+    await on_each_event(event, body, memo, KIND, PLURAL, delete_scheduled_call, track_in_sync)

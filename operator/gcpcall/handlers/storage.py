@@ -14,7 +14,10 @@ API server's work. Here:
   that write is what wakes kopf up for it.
 
 The request body is replaced by its digest in the essence (`build`): kopf's essences
-are compared and hashed on every event, and a body may be a megabyte.
+are compared and hashed on every event, and a body may be a megabyte. kopf's own `build`
+deep-copies the whole object before it drops the status and most metadata (the
+managedFields of every status writer, the runs): it is given only what it keeps, and the
+essence `fetch` built is reused by the `build` kopf calls next for the same body.
 """
 
 from __future__ import annotations
@@ -47,11 +50,16 @@ class HandledInMemory(kopf.AnnotationsDiffBaseStorage):
         super().__init__(prefix=prefix, key="last-handled-configuration")
         self._settled = settled
         self._handled: dict[str, str] = {}
+        self._last: tuple[kopf.Body, kopf.BodyEssence] | None = None  # fetch's, for build
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
     ) -> kopf.BodyEssence:
-        essence = super().build(body=body, extra_fields=extra_fields)
+        fields = list(extra_fields or ())
+        if not fields and self._last is not None and self._last[0] is body:
+            return self._last[1]  # kopf copies an essence before it changes one
+        essence = super().build(body=_kept_part(body) if not fields else body,
+                                extra_fields=fields)
         spec: dict[str, Any] = essence.get("spec") or {}
         target = spec.get("target")
         if isinstance(target, dict) and "body" in target:
@@ -60,6 +68,7 @@ class HandledInMemory(kopf.AnnotationsDiffBaseStorage):
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         current = self.build(body=body)
+        self._last = (body, current)
         handled = self._handled.get(_uid(body))
         if handled is None:
             return current if self._settled(body) else None
@@ -73,6 +82,15 @@ class HandledInMemory(kopf.AnnotationsDiffBaseStorage):
 
     def forget(self, uid: str) -> None:
         self._handled.pop(uid, None)
+
+
+def _kept_part(body: kopf.Body) -> kopf.Body:
+    """The part of an object kopf's essence keeps: no status, metadata only the labels
+    and annotations (kopf then drops the annotations it does not compare)."""
+    meta = body.get("metadata") or {}
+    light = {k: v for k, v in body.items() if k != "status"}
+    light["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+    return kopf.Body(cast(kopf.RawBody, light))
 
 
 class ProgressInMemory(kopf.AnnotationsProgressStorage):

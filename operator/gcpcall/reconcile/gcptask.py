@@ -48,6 +48,7 @@ __all__ = [
     "KIND",
     "PLURAL",
     "delete_gcp_task",
+    "follow_created",
     "reconcile_gcp_task",
     "resume_gcp_task",
 ]
@@ -284,7 +285,31 @@ async def _create_failed(
 async def resume_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
     """After an operator restart: no Google write, and reads only for unfinished tasks
     (batched by the poller into ListTasks per queue when many are due)."""
+    if await follow_created(obj, deps):
+        return Outcome.done()
     return await reconcile_gcp_task(obj, deps)
+
+
+async def follow_created(obj: ObjectView, deps: Deps) -> bool:
+    """An object listed after a restart whose task was created (or has finished) needs no
+    reconcile: the poller follows the task (or the TTL the finished object). False: it
+    needs a reconcile (nothing was registered)."""
+    if deps.poller.watching(obj.ref):
+        return True
+    deps.status.seen(obj.ref, obj.body or {})
+    status = deps.status.known(obj.ref, obj.status)
+    if status.get("phase") in TERMINAL_PHASES:
+        deps.poller.finished(obj.ref, _ttl(obj), status)
+        return True
+    if not _is_created(status):
+        return False
+    try:
+        spec = parse_gcp_task(obj.spec, await defaults_for(obj, deps.settings, deps.namespaces))
+        relay_target(spec.delivery, deps.settings, obj.ref)
+    except (InvalidSpec, RelayUnavailable):
+        return False
+    deps.poller.watch(_watched(obj, deps, spec, str(status["taskName"])), soon=True)
+    return True
 
 
 async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:

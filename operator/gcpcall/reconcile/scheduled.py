@@ -54,6 +54,7 @@ __all__ = [
     "delete_scheduled_call",
     "reconcile_scheduled_call",
     "resume_scheduled_call",
+    "track_in_sync",
 ]
 
 log = logging.getLogger(__name__)
@@ -238,11 +239,19 @@ async def _run_if_requested(
 
 
 async def resume_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
-    """After an operator restart: objects already in sync cost no Google call here.
+    """After an operator restart: objects already in sync cost no Google call here (see
+    `track_in_sync`); any other is reconciled."""
+    if await track_in_sync(obj, deps):
+        return Outcome.done()
+    return await reconcile_scheduled_call(obj, deps)
 
-    They join the sync registry marked "list soon", so one ListJobs per group checks them
-    all (drift, missed runs) instead of a GetJob each.
-    """
+
+async def track_in_sync(obj: ObjectView, deps: Deps) -> bool:
+    """An object listed after a restart whose status says it is in sync joins the sync
+    registry marked "list soon", so one ListJobs per group checks them all (drift, missed
+    runs) instead of a GetJob each. False: it needs a reconcile (nothing was tracked)."""
+    if deps.sync.tracking(obj.ref.uid):
+        return True
     deps.status.seen(obj.ref, obj.body or {})
     status = deps.status.known(obj.ref, obj.status)
     ready = find_condition(status.get("conditions"), "Ready") or {}
@@ -254,13 +263,13 @@ async def resume_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         and (requested is None or requested == status.get("lastRunRequest"))
     )
     if not in_sync:
-        return await reconcile_scheduled_call(obj, deps)
+        return False
     try:
         spec = await _parse(obj, deps)
         identity = await deps.identities.resolve(obj.ref.namespace, spec.service_account_name)
         desired = await desired_for(obj, deps, spec, identity)
     except (InvalidSpec, IdentityNotReady, BodySourceMissing, RelayUnavailable):
-        return await reconcile_scheduled_call(obj, deps)
+        return False
     next_run = status.get("nextRunTime")
     deps.sync.track(
         Tracked.of(obj.ref, spec, identity_key(obj.ref.namespace, spec.service_account_name,
@@ -269,7 +278,7 @@ async def resume_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
                    next_run=parse_time(next_run) if next_run else None),
         list_soon=True,
     )
-    return Outcome.done()
+    return True
 
 
 async def delete_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:

@@ -102,6 +102,9 @@ class ScheduledSync(BackgroundLoop):
     def tracked(self) -> int:
         return len(self._where)
 
+    def tracking(self, uid: str) -> bool:
+        return uid in self._where
+
     def track(self, t: Tracked, list_soon: bool = False) -> None:
         old = self._where.get(t.ref.uid)
         if old is not None:

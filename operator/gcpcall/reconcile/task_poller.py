@@ -153,7 +153,10 @@ class TaskPoller(BackgroundLoop):
         return len(self._watched)
 
     def watching(self, ref: ObjectRef) -> bool:
-        return ref.uid in self._watched
+        return self.follows(ref.uid)
+
+    def follows(self, uid: str) -> bool:
+        return uid in self._watched
 
     def watch(self, w: Watched, observed: ObservedTask | None = None, soon: bool = False) -> None:
         """Follow `w`; the first look is timed from `observed` (or soon, after a restart)."""
