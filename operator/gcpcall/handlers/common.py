@@ -16,10 +16,21 @@ from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.outcome import Outcome, backoff_delay
 
-__all__ = ["GROUP", "VERSION", "deps_of", "on_each_event", "raise_for", "resume_needed"]
+__all__ = [
+    "GROUP", "VERSION", "OperatorMemo", "deps_of", "on_each_event", "raise_for", "resume_needed",
+]
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
+
+
+class OperatorMemo(kopf.Memo):
+    """kopf's memo, one for the whole operator: kopf gives every object a shallow copy of
+    the memo it starts with (about 300 bytes each, 3 MB at 10,000 objects), and nothing of
+    ours is per object (the deps, the follower and the relay are the operator's)."""
+
+    def __copy__(self) -> OperatorMemo:
+        return self
 
 
 def deps_of(memo: Any) -> Deps:

@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 
 from gcpcall.config import LogFormat, Settings, SettingsError, warn_unknown_variables
 from gcpcall.handlers import gcptask, scheduled, startup
+from gcpcall.handlers.common import OperatorMemo
 from gcpcall.handlers.replica import run_elected
 from gcpcall.observe.logs import setup_logging
 from gcpcall.observe.metrics import LEADER
@@ -63,6 +64,7 @@ def run_operator(argv: Sequence[str]) -> int:
             namespaces=args.namespace,
             liveness_endpoint=args.liveness or None,
             standalone=True,
+            memo=OperatorMemo(),
         )
     )
     return 0

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gcpcall.config import Settings
 from gcpcall.gcp.clients import GoogleClients
+from gcpcall.handlers.common import OperatorMemo
 from gcpcall.handlers.leader import Elector, LeaseSettings
 from gcpcall.kube import KubeClient, load_connection
 from gcpcall.observe.metrics import LEADER
@@ -106,7 +107,7 @@ async def run_elected(settings: Settings, *, namespaces: Sequence[str],
             clusterwide=not namespaces, namespaces=namespaces,
             liveness_endpoint=liveness or None, standalone=True,
             # startup (handlers.startup) takes these over instead of building its own
-            memo=kopf.Memo(deps=deps, clients=clients, relay=relay),
+            memo=OperatorMemo(deps=deps, clients=clients, relay=relay),
         )
     finally:
         keeping.cancel()
