@@ -80,21 +80,24 @@ async def on_each_event(event: Mapping[str, Any], body: kopf.Body, memo: Any, ki
     objects this could not register (`resume_needed`), where kopf's retries are wanted.
     """
     deps = deps_of(memo)
+    # The event's own parsed object, not kopf's `body` view of it: every read through the
+    # view resolves a path, and a spec parse reads hundreds of fields (a restart: 10,000).
+    raw: Mapping[str, Any] = event.get("object") or body
     if event.get("type") == "DELETED":
-        view = ObjectView.from_body(body, kind, plural)
+        view = ObjectView.from_body(raw, kind, plural)
         deps.forget(view.ref)
         for forget in getattr(memo, "forget", ()):
             forget(view.ref.uid)
         return
-    deps.recent.seen(body)
+    deps.recent.seen(raw)
     follower = getattr(memo, "follower", None)
-    if follower is not None and (body.get("spec") or {}).get("delivery") == "Relay":
-        await follower.offer(body)
-    if not body.metadata.get("deletionTimestamp"):
-        if event.get("type") is None and settled(body):  # listed at a (re)start
-            await resume(ObjectView.from_body(body, kind, plural), deps)
+    if follower is not None and (raw.get("spec") or {}).get("delivery") == "Relay":
+        await follower.offer(raw)
+    if not (raw.get("metadata") or {}).get("deletionTimestamp"):
+        if event.get("type") is None and settled(raw):  # listed at a (re)start
+            await resume(ObjectView.from_body(raw, kind, plural), deps)
         return
-    view = ObjectView.from_body(body, kind, plural)
+    view = ObjectView.from_body(raw, kind, plural)
 
     async def cleanup() -> Outcome:
         return await delete(view, deps)
