@@ -12,6 +12,7 @@ from tests.integration.conftest import (
     Emulator,
     Objects,
     Operator,
+    condition,
     instead_of,
     own_operator_for,
     wait_for,
@@ -118,7 +119,8 @@ def test_deletion_requested_while_down_completes_after_restart(
 
 
 def test_a_settled_invalid_object_is_reconciled_again_after_a_restart(
-    sgc: Objects, namespace: str, k8s: k8s_client.ApiClient, running: Operator
+    sgc: Objects, namespace: str, k8s: k8s_client.ApiClient, emulator: Emulator,
+    running: Operator
 ) -> None:
     """Objects in sync are registered by the listing event; any other settled one (here
     InvalidSpec from a namespace default fixed while the operator was down) still gets
@@ -129,9 +131,16 @@ def test_a_settled_invalid_object_is_reconciled_again_after_a_restart(
     core.patch_namespace(namespace, {"metadata": {"annotations": {
         "gcpcall.dev/project": "Not_A_Project"}}})
     sgc.create(namespace, sample("fixed-while-down"))
-    ready(sgc, namespace, "fixed-while-down", reason="InvalidSpec")
+    invalid = ready(sgc, namespace, "fixed-while-down", reason="InvalidSpec")
+    assert "spec.project" in condition(invalid, "Ready")["message"]
+    assert not invalid["status"].get("jobName")
     running.stop()
     core.patch_namespace(namespace, {"metadata": {"annotations": {
         "gcpcall.dev/project": "test-project"}}})
     running.start()
-    ready(sgc, namespace, "fixed-while-down")
+    fixed = ready(sgc, namespace, "fixed-while-down")
+    assert condition(fixed, "Ready")["status"] == "True"
+    job = str(fixed["status"]["jobName"])
+    assert job.startswith("projects/test-project/")
+    parent = job.rsplit("/jobs/", 1)[0]
+    assert job in {j.name for j in emulator.scheduler().list_jobs(parent=parent)}

@@ -14,14 +14,8 @@ from typing import Any
 import kopf
 
 from gcpcall.api.task_status import TERMINAL_PHASES
-from gcpcall.handlers.common import (
-    GROUP,
-    VERSION,
-    deps_of,
-    on_each_event,
-    raise_for,
-    resume_needed,
-)
+from gcpcall.handlers import common
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.gcptask import (
     KIND,
@@ -53,7 +47,7 @@ def _followed(deps: Deps, body: kopf.Body) -> bool:
 
 # The listing event registers created and finished tasks (`watch_events`); this is for
 # the rest.
-@kopf.on.resume(GROUP, VERSION, PLURAL, when=resume_needed(_followed))
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=common.resume_needed(_followed))
 async def resume_task_polling(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     await raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
 

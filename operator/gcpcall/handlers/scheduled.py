@@ -11,14 +11,8 @@ from typing import Any
 
 import kopf
 
-from gcpcall.handlers.common import (
-    GROUP,
-    VERSION,
-    deps_of,
-    on_each_event,
-    raise_for,
-    resume_needed,
-)
+from gcpcall.handlers import common
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.scheduled import (
@@ -48,7 +42,7 @@ def _tracked(deps: Deps, body: kopf.Body) -> bool:
 
 
 # The listing event registers the objects in sync (`watch_events`); this is for the rest.
-@kopf.on.resume(GROUP, VERSION, PLURAL, when=resume_needed(_tracked))
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=common.resume_needed(_tracked))
 async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     await raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
 

@@ -288,10 +288,8 @@ class TaskPoller(BackgroundLoop):
                 SYNC_LISTS.labels(KIND).inc()
                 self._queue_sizes[queue] = len(listed)
                 by_name = {t.name: t for t in listed}
-                if any(w.resumed for w in members):
+                if any(w.resumed for w in members):  # each read below clears the mark
                     self._shared[key] = _Shared(by_name, self.clock.monotonic() + _SHARE)
-                for w in members:
-                    w.resumed = False
                 await bounded(
                     [self._observe(w, by_name.get(w.task_name), identity) for w in members]
                 )
@@ -324,7 +322,6 @@ class TaskPoller(BackgroundLoop):
             return
         jobs: list[Awaitable[None]] = []
         for w in members:
-            w.resumed = False
             task = shared.tasks.get(w.task_name)
             self._schedule(w, self.clock.monotonic() + _RETRY_FAST)  # if the write fails
             if task is None:
