@@ -256,3 +256,16 @@ async def test_a_straggler_missing_from_the_shared_list_is_listed_again() -> Non
     await run_to(world, 5)
     assert lists(world) == 2
     assert "CreateJob" not in world.scheduler.calls
+
+
+def test_a_member_keeps_its_desired_job_as_a_value() -> None:
+    world = World()
+    member = world.add("a")
+    desired = member.desired
+    assert desired.name == f"{PARENT}/jobs/c_ns_a"
+    assert desired.http_target.headers["Content-Type"] == "application/json"
+    desired.schedule = "*/5 * * * *"  # a caller's copy: the member's job does not change
+    assert member.desired.schedule == "5 * * * *"
+    member.desired = desired
+    assert member.desired.schedule == "*/5 * * * *"
+    assert member.desired == desired

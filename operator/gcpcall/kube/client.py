@@ -22,6 +22,7 @@ __all__ = ["GROUP", "VERSION", "KubeClient", "KubeError", "ObjectRef"]
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
+_POOL = 16  # connections to the API server at most
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,11 @@ class KubeClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
+            # A small pool: the API server is one host, and 16 requests in flight keep it
+            # busy while the others wait for a free connection. With 64, a create storm of
+            # 10,000 objects left 64 TLS connections open at rest, each with its own read
+            # buffer; with 16 the storm was no slower (bench/RESULTS.md, P4).
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=_POOL)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=30)
             )

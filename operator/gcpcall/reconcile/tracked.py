@@ -20,15 +20,20 @@ __all__ = ["GroupKey", "Tracked"]
 GroupKey = tuple[Hashable, str, str]  # (identity key, project, location)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
-    """What the sync needs to know about one synced object."""
+    """What the sync needs to know about one synced object.
+
+    The desired job is kept serialized (`desired_pb`) and parsed when a list compares it:
+    a parsed `Job` holds about 1.5 KB of the process's memory (most of it in protobuf's C
+    arena, which tracemalloc does not see), its wire form about 0.3 KB, and the sync reads
+    it once per drift period (bench/RESULTS.md, P4)."""
 
     ref: ObjectRef
     service_account: str | None
     group: GroupKey
     job_name: str
-    desired: Job
+    desired_pb: bytes
     paused: bool
     history_limit: int
     generation: int
@@ -51,8 +56,18 @@ class Tracked:
         return cls(
             ref=ref, service_account=spec.service_account_name,
             group=(identity_key, spec.project, spec.location), job_name=desired.name,
-            desired=desired, paused=spec.paused, history_limit=spec.history_limit,
+            desired_pb=Job.serialize(desired), paused=spec.paused, history_limit=spec.history_limit,
             generation=generation, next_run=next_run, target_host=spec.target.host,
             relay=relay,
             spec=spec if body is not None and body.source is not None and not relay else None,
         )
+
+    @property
+    def desired(self) -> Job:
+        """The job as it should be, parsed afresh: the caller may change it freely."""
+        job: Job = Job.deserialize(self.desired_pb)
+        return job
+
+    @desired.setter
+    def desired(self, job: Job) -> None:
+        self.desired_pb = Job.serialize(job)
