@@ -94,7 +94,10 @@ def p1(stack: Stack, n: int) -> dict[str, float]:
 def p3(stack: Stack, n: int, window: float) -> dict[str, float]:
     ns = stack.namespace("p3")
     api = k8s_client.CustomObjectsApi(stack.api)
-    with stack.operator("p3-operator"):
+    # Its own namespace only: run after p1, a cluster-wide operator would adopt p1's
+    # objects too, and the bare floor's (whose jobs it names otherwise, so its drift check
+    # would create their jobs inside the window).
+    with stack.operator("p3-operator", namespaces=(ns,)):
         for i in range(n):
             api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(f"idle-{i}"))
 

@@ -302,7 +302,8 @@ class ScheduledSync(BackgroundLoop):
         """Update one member from its listed job; True while a due run has not shown yet."""
         parts: list[Part] = []
         newer_spec = (self.status.generation(m.ref) or 0) > m.generation
-        drifted = job is None or bool(update_mask(m.desired, job)) or _state_differs(job, m)
+        desired = m.desired  # parsed from its wire form once for this member
+        drifted = job is None or bool(update_mask(desired, job)) or _state_differs(job, m)
         if not newer_spec:
             # A spec edit is on its way through the reconcile: this member's desired job
             # is stale, so neither put it back nor report on it until then.
@@ -311,7 +312,7 @@ class ScheduledSync(BackgroundLoop):
                              else "the Cloud Scheduler job matches the spec")
             if drifted:
                 try:
-                    job = await self.converger.converge(m.ref, m.desired, m.paused, identity,
+                    job = await self.converger.converge(m.ref, desired, m.paused, identity,
                                                         actual=job, cause=Cause.DRIFT)
                 except Exception as exc:
                     f = failure(exc)
