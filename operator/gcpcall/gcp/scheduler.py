@@ -27,6 +27,7 @@ Job = scheduler_v1.Job  # re-exported: the reconcilers hold jobs but import no G
 
 
 _TIMEOUT = 30.0
+_PAGE = 500  # ListJobs' largest page
 # Cloud Scheduler's quotas, per project and minute.
 _QUOTAS = {"read": 1250.0, "write": 500.0}
 
@@ -47,15 +48,12 @@ class SchedulerAdapter:
         self.recovery = self._call.recovery  # a shared signal that it answers again
 
     async def get_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job | None:
-        try:
-            return await self._call(
-                "GetJob", name, "read",
-                lambda: self._client.get_job(
-                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
-                ),
-            )
-        except gexc.NotFound:
-            return None
+        return await self._call.or_none(
+            "GetJob", name, "read",
+            lambda: self._client.get_job(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
 
     async def create_job(
         self, parent: str, job: scheduler_v1.Job, identity: GoogleIdentity
@@ -90,16 +88,12 @@ class SchedulerAdapter:
 
     async def delete_job(self, name: str, identity: GoogleIdentity) -> bool:
         """Delete; False when the job was already gone (that counts as done)."""
-        try:
-            await self._call(
-                "DeleteJob", name, "write",
-                lambda: self._client.delete_job(
-                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
-                ),
-            )
-        except gexc.NotFound:
-            return False
-        return True
+        return await self._call.deleted(
+            "DeleteJob", name, "write",
+            lambda: self._client.delete_job(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
 
     async def pause_job(self, name: str, identity: GoogleIdentity) -> scheduler_v1.Job:
         return await self._call(
@@ -138,20 +132,12 @@ class SchedulerAdapter:
 
     async def list_jobs(self, parent: str, identity: GoogleIdentity) -> list[scheduler_v1.Job]:
         """Every job under `parent` (all pages: each page is one counted call)."""
-        jobs: list[scheduler_v1.Job] = []
-        token = ""
-        while True:
-            request = scheduler_v1.ListJobsRequest(parent=parent, page_size=500, page_token=token)
-            pager = await self._call(
-                "ListJobs", parent, "read",
-                lambda r=request: self._client.list_jobs(  # type: ignore[misc]
-                    request=r, retry=None, timeout=_TIMEOUT,
-                    metadata=identity.grpc_metadata(),
-                ),
-            )
-            # The pager proxies its first page's fields; we page ourselves so that each
-            # page is rate limited and counted.
-            jobs.extend(pager.jobs)
-            token = pager.next_page_token
-            if not token:
-                return jobs
+        return await self._call.pages(
+            "ListJobs", parent, "read",
+            lambda token: self._client.list_jobs(
+                request=scheduler_v1.ListJobsRequest(
+                    parent=parent, page_size=_PAGE, page_token=token),
+                retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata(),
+            ),
+            lambda page: page.jobs,
+        )

@@ -21,18 +21,20 @@ rewrite fields that did not change. Two exceptions, both AIP-161 paths to a mess
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 from google.cloud import scheduler_v1
 
 from gcpcall.api.common import RelayTarget
 from gcpcall.api.observed import ObservedJob
-from gcpcall.api.request import resolve_request
+from gcpcall.api.request import ResolvedRequest, resolve_request
 from gcpcall.api.scheduled_call import ScheduledCallSpec
 
 __all__ = [
     "actual_headers",
     "desired_job",
+    "http_fields",
     "observed_job",
     "plain_time",
     "update_mask",
@@ -54,6 +56,24 @@ _RETRY_PATHS = (
 )
 
 
+def http_fields(req: ResolvedRequest, api: ModuleType) -> dict[str, Any]:
+    """The fields of Cloud Scheduler's `HttpTarget` and Cloud Tasks' `HttpRequest` but the
+    URL (`uri` in one, `url` in the other): the same messages in both APIs, so one builder
+    for both, given the API's types module (`scheduler_v1` or `tasks_v2`)."""
+    fields: dict[str, Any] = {
+        "http_method": api.HttpMethod.__members__[req.method.value],
+        "headers": req.headers,
+        "body": req.body or b"",
+    }
+    if req.auth_kind == "oauth":
+        fields["oauth_token"] = api.OAuthToken(
+            service_account_email=req.service_account_email, scope=req.scope)
+    elif req.auth_kind == "oidc":
+        fields["oidc_token"] = api.OidcToken(
+            service_account_email=req.service_account_email, audience=req.audience)
+    return fields
+
+
 def desired_job(
     spec: ScheduledCallSpec,
     job_name: str,
@@ -67,18 +87,7 @@ def desired_job(
     is the resolved ConfigMap/Secret body; `relay` routes the call through the relay.
     The state (paused or not) is not part of it: PauseJob/ResumeJob handle that."""
     req = resolve_request(spec.target, identity_email, body=body, relay=relay)
-    http = scheduler_v1.HttpTarget(
-        uri=req.uri,
-        http_method=scheduler_v1.HttpMethod.__members__[req.method.value],
-        headers=req.headers,
-        body=req.body or b"",
-    )
-    if req.auth_kind == "oauth":
-        http.oauth_token = scheduler_v1.OAuthToken(
-            service_account_email=req.service_account_email, scope=req.scope)
-    elif req.auth_kind == "oidc":
-        http.oidc_token = scheduler_v1.OidcToken(
-            service_account_email=req.service_account_email, audience=req.audience)
+    http = scheduler_v1.HttpTarget(uri=req.uri, **http_fields(req, scheduler_v1))
     retry = spec.retry
     return scheduler_v1.Job(
         name=job_name,

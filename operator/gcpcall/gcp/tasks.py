@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 
 import grpc
-from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
@@ -61,60 +60,45 @@ class TasksAdapter:
 
     async def get_task(self, name: str, identity: GoogleIdentity) -> ObservedTask | None:
         """The task, or None once it is gone (finished or deleted)."""
-        try:
-            task = await self._call(
-                "GetTask", name, "api",
-                lambda: self._client.get_task(
-                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
-                ),
-            )
-        except gexc.NotFound:
+        task = await self._call.or_none(
+            "GetTask", name, "api",
+            lambda: self._client.get_task(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
+        if task is None:
             return None
         return observed_task(task)
 
     async def delete_task(self, name: str, identity: GoogleIdentity) -> bool:
         """Delete; False when the task was already gone (that counts as done)."""
-        try:
-            await self._call(
-                "DeleteTask", name, "api",
-                lambda: self._client.delete_task(
-                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
-                ),
-            )
-        except gexc.NotFound:
-            return False
-        return True
+        return await self._call.deleted(
+            "DeleteTask", name, "api",
+            lambda: self._client.delete_task(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
 
     async def list_tasks(self, queue: str, identity: GoogleIdentity) -> list[ObservedTask]:
         """Every live task of `queue` (all pages; each page is one counted List call)."""
-        tasks: list[ObservedTask] = []
-        token = ""
-        while True:
-            request = tasks_v2.ListTasksRequest(parent=queue, page_size=_PAGE, page_token=token)
-            pager = await self._call(
-                "ListTasks", queue, "list",
-                lambda r=request: self._client.list_tasks(  # type: ignore[misc]
-                    request=r, retry=None, timeout=_TIMEOUT,
-                    metadata=identity.grpc_metadata(),
-                ),
-            )
-            # The pager proxies its first page; we page ourselves so that each page is
-            # rate limited and counted.
-            tasks.extend(observed_task(t) for t in pager.tasks)
-            token = pager.next_page_token
-            if not token:
-                return tasks
+        return await self._call.pages(
+            "ListTasks", queue, "list",
+            lambda token: self._client.list_tasks(
+                request=tasks_v2.ListTasksRequest(parent=queue, page_size=_PAGE, page_token=token),
+                retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata(),
+            ),
+            lambda page: (observed_task(t) for t in page.tasks),
+        )
 
     async def get_queue(self, name: str, identity: GoogleIdentity) -> ObservedQueue | None:
         """The queue's state and attempt limit; None when it does not exist."""
-        try:
-            queue = await self._call(
-                "GetQueue", name, "api",
-                lambda: self._client.get_queue(
-                    name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
-                ),
-            )
-        except gexc.NotFound:
+        queue = await self._call.or_none(
+            "GetQueue", name, "api",
+            lambda: self._client.get_queue(
+                name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
+            ),
+        )
+        if queue is None:
             return None
         observed = observed_queue(queue)
         retry = queue.retry_config

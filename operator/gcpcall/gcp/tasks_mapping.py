@@ -16,7 +16,7 @@ from gcpcall.api.common import RelayTarget
 from gcpcall.api.gcp_task import GcpTaskSpec
 from gcpcall.api.observed import ObservedAttempt, ObservedQueue, ObservedTask
 from gcpcall.api.request import resolve_request
-from gcpcall.gcp.scheduler_mapping import plain_time
+from gcpcall.gcp.scheduler_mapping import http_fields, plain_time
 
 __all__ = ["desired_task", "observed_attempt", "observed_queue", "observed_task"]
 
@@ -33,18 +33,7 @@ def desired_task(
     """The CreateTask request's task. `now` anchors delaySeconds: pass the object's
     creationTimestamp, so a retried create after a crash asks for the same time."""
     req = resolve_request(spec.target, identity_email, body=body, relay=relay)
-    http = tasks_v2.HttpRequest(
-        url=req.uri,
-        http_method=tasks_v2.HttpMethod.__members__[req.method.value],
-        headers=req.headers,
-        body=req.body or b"",
-    )
-    if req.auth_kind == "oauth":
-        http.oauth_token = tasks_v2.OAuthToken(
-            service_account_email=req.service_account_email, scope=req.scope)
-    elif req.auth_kind == "oidc":
-        http.oidc_token = tasks_v2.OidcToken(
-            service_account_email=req.service_account_email, audience=req.audience)
+    http = tasks_v2.HttpRequest(url=req.uri, **http_fields(req, tasks_v2))
     task = tasks_v2.Task(
         name=task_name,
         http_request=http,
