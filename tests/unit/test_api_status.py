@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gcpcall.api.conditions import Condition, ConditionStatus, find_condition, set_condition
-from gcpcall.api.observed import ObservedJob, format_time, parse_time
+from gcpcall.api.observed import NoOffset, ObservedJob, format_time, parse_time
 from gcpcall.api.ownership import Owner, OwnershipError, Part, apply_parts
 from gcpcall.api.status import (
     LAST_RUN_SUCCEEDED,
@@ -39,6 +39,19 @@ def test_times_are_rfc3339_whole_seconds_utc() -> None:
         __import__("zoneinfo").ZoneInfo("Europe/Berlin"))
     assert format_time(berlin) == "2026-11-22T10:05:07Z"
     assert parse_time("2026-11-22T10:05:07Z") == datetime(2026, 11, 22, 10, 5, 7, tzinfo=UTC)
+
+
+def test_parse_time_reads_google_fractions_offsets_and_refuses_a_missing_offset_on_request(
+) -> None:
+    want = datetime(2026, 11, 22, 10, 5, 7, 45123, tzinfo=UTC)
+    assert parse_time("2026-11-22T10:05:07.045123456Z") == want  # nanoseconds, as Google
+    assert parse_time("2026-11-22T11:05:07.045123z") == want + timedelta(hours=1)
+    assert parse_time("2026-11-22T12:05:07.045123+02:00") == want
+    assert parse_time("2026-11-22T10:05:07.045123") == want  # taken as UTC by default
+    with pytest.raises(NoOffset):
+        parse_time("2026-11-22T10:05:07", assume_utc=False)
+    with pytest.raises(ValueError, match="not-a-time"):
+        parse_time("not-a-time")
 
 
 # -- conditions --

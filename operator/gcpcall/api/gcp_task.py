@@ -24,6 +24,7 @@ from gcpcall.api.common import (
     parse_operation,
 )
 from gcpcall.api.errors import InvalidSpec
+from gcpcall.api.observed import NoOffset, parse_time
 from gcpcall.api.placement import Defaults, placement_from_spec, resolve_service_account_name
 from gcpcall.api.target import Target, parse_target
 from gcpcall.api.templates import check_templates
@@ -73,15 +74,18 @@ class GcpTaskSpec:
 
 def parse_schedule_time(value: str, field: str) -> datetime:
     """An RFC 3339 timestamp with an explicit offset (`Z` or `+hh:mm`), as UTC."""
+    needs = InvalidSpec(field, f"{value!r} needs a date, a time and an offset "
+                               "(such as 2026-11-22T12:00:00Z)")
     try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+        parsed = parse_time(value, assume_utc=False)
+    except NoOffset:
+        raise needs from None
     except ValueError:
         raise InvalidSpec(field, f"{value!r} is not an RFC 3339 timestamp such as "
                                  "2026-11-22T12:00:00Z") from None
-    if parsed.tzinfo is None or "T" not in value.upper():
-        raise InvalidSpec(field, f"{value!r} needs a date, a time and an offset "
-                                 "(such as 2026-11-22T12:00:00Z)")
-    return parsed.astimezone(UTC)
+    if "T" not in value.upper():
+        raise needs
+    return parsed
 
 
 def _parse_schedule(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 __all__ = [
     "RPC_CODE_NAMES",
+    "NoOffset",
     "ObservedAttempt",
     "ObservedJob",
     "ObservedQueue",
@@ -61,13 +62,21 @@ def format_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(value: str) -> datetime:
-    """An RFC 3339 time as written in status (`...Z` or with an offset) -> aware UTC.
+class NoOffset(ValueError):
+    """A time without its offset, where one is required."""
 
-    Raises ValueError for anything else; a naive value is taken as UTC.
+
+def parse_time(value: str, *, assume_utc: bool = True) -> datetime:
+    """An RFC 3339 time (`...Z` or with an offset; fractions to nanoseconds, as Google
+    writes them, kept to microseconds) -> aware UTC. The one parser of the product.
+
+    Raises ValueError for anything else; a value without an offset is taken as UTC, or
+    refused with `NoOffset` when `assume_utc` is False.
     """
     parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
     if parsed.tzinfo is None:
+        if not assume_utc:
+            raise NoOffset(value)
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
 

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from gcpcall.api.observed import parse_time
 from gcpcall.config import Endpoints
 from gcpcall.gcp.identity_metrics import count_request
 from gcpcall.gcp.tokens import AccessToken
@@ -62,18 +63,7 @@ class IdentityNotReady(Exception):
 
 def parse_google_time(value: str) -> float:
     """RFC 3339 as Google writes it ("2020-04-07T15:01:23.045123456Z") to POSIX seconds."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    if "." in text:  # Python parses at most microseconds; Google sends up to nanoseconds
-        head, rest = text.split(".", 1)
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    parsed = datetime.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    return parse_time(value).timestamp()
 
 
 def _jwt_expiry(token: str) -> float | None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gcpcall.api.observed import parse_time
 from gcpcall.kube import KubeClient, KubeError
 
 __all__ = ["Elector", "LeaseSettings"]
@@ -48,7 +49,7 @@ def _parse(value: Any) -> datetime.datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         return None
 
