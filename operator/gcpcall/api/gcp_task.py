@@ -74,17 +74,16 @@ class GcpTaskSpec:
 
 def parse_schedule_time(value: str, field: str) -> datetime:
     """An RFC 3339 timestamp with an explicit offset (`Z` or `+hh:mm`), as UTC."""
-    needs = InvalidSpec(field, f"{value!r} needs a date, a time and an offset "
-                               "(such as 2026-11-22T12:00:00Z)")
     try:
         parsed = parse_time(value, assume_utc=False)
+        if "T" not in value.upper():
+            raise NoOffset(value)  # a date alone, or a space for the T: not RFC 3339 either
     except NoOffset:
-        raise needs from None
+        raise InvalidSpec(field, f"{value!r} needs a date, a time and an offset "
+                                 "(such as 2026-11-22T12:00:00Z)") from None
     except ValueError:
         raise InvalidSpec(field, f"{value!r} is not an RFC 3339 timestamp such as "
                                  "2026-11-22T12:00:00Z") from None
-    if "T" not in value.upper():
-        raise needs
     return parsed
 
 
