@@ -64,3 +64,16 @@ def test_a_watched_status_with_read_only_views_is_kept() -> None:
     writer.seen(REF, body)
     assert writer.known(REF) == {"identity": {"name": "default"}, "observedGeneration": 2}
     assert writer.generation(REF) == 2
+
+
+def test_may_hold_is_false_only_when_the_known_status_has_no_such_string() -> None:
+    writer = _writer(FakeKube())
+    # nothing known: the caller must look at what it observed
+    assert writer.may_hold(REF, "2026-01-01T00:00:00Z")
+    writer.seen(REF, {"metadata": {"generation": 1, "resourceVersion": "7"},
+                      "status": {"runs": [{"scheduleTime": "2026-01-01T00:00:00Z"}],
+                                 "message": 'said "2026-01-02T00:00:00Z!"'}})
+    assert writer.may_hold(REF, "2026-01-01T00:00:00Z")
+    assert not writer.may_hold(REF, "2026-01-03T00:00:00Z")
+    # a longer string that merely contains the value is not the value
+    assert not writer.may_hold(REF, "2026-01-02T00:00:00Z")

@@ -3,8 +3,10 @@
 Why one adapter: these calls carry a Google-minted token to whatever the spec names, so
 they get the same care everywhere: the endpoints' host map (an emulator stands in for
 `*.googleapis.com`), no redirects followed (a token must not travel to a host the spec did
-not name), a timeout inside the caller's deadline, and a response read only up to a bound
-(a hostile or broken target cannot make the relay hold gigabytes).
+not name), no cookies kept (the session is shared by every object and namespace: a cookie
+one target set must not ride along on another object's call), a timeout inside the
+caller's deadline, and a response read only up to a bound (a hostile or broken target
+cannot make the relay hold gigabytes).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class TargetCaller:
             connector = aiohttp.TCPConnector(limit=256)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None))
         return self._session
 
@@ -67,9 +70,23 @@ class TargetCaller:
                 async with self._http().request(
                     method, real, headers=sent, data=body, allow_redirects=False,
                 ) as resp:
-                    data = await resp.content.read(MAX_BODY_BYTES)
+                    data = await _read_bounded(resp.content, MAX_BODY_BYTES)
                     return CallOutcome(resp.status, data)
         except TimeoutError:
             return CallOutcome(None, error=f"no answer within {within:.0f} s", timed_out=True)
         except (aiohttp.ClientError, OSError) as e:
             return CallOutcome(None, error=f"{type(e).__name__}: {e}"[:300])
+
+
+async def _read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes. One `read(limit)` returns only what has arrived so
+    far (often the first network chunk), which would cut a long body short."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -117,6 +117,12 @@ class StatusWriter:
         base = self._bases.get(ref.uid)
         return base.status if base is not None else (observed or {})
 
+    def may_hold(self, ref: ObjectRef, value: str) -> bool:
+        """Whether the newest status known may hold the string `value`: False is certain
+        (its compact JSON has no such string), and spares decoding a status to look."""
+        base = self._bases.get(ref.uid)
+        return base is None or json.dumps(value, ensure_ascii=False).encode() in base.packed
+
     def generation(self, ref: ObjectRef) -> int | None:
         """The newest generation seen of the object (None: unknown)."""
         base = self._bases.get(ref.uid)

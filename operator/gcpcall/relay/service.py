@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gcpcall.api.errors import InvalidSpec
-from gcpcall.api.gcp_task import GcpTaskSpec, parse_gcp_task
+from gcpcall.api.gcp_task import GcpTaskSpec
 from gcpcall.api.observed import ObservedAttempt, format_time
 from gcpcall.api.operations import Found, detect, read_state
 from gcpcall.api.ownership import Owner, Part
@@ -45,7 +45,7 @@ from gcpcall.api.relay_runs import (
     trimmed,
 )
 from gcpcall.api.request import resolve_request
-from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
+from gcpcall.api.scheduled_call import ScheduledCallSpec
 from gcpcall.api.status import OperationRecord, runs_part
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
 from gcpcall.api.templates import RunContext, render_request, uses_run_id
@@ -60,6 +60,7 @@ from gcpcall.reconcile.inputs import BodySourceMissing, resolve_body
 from gcpcall.reconcile.objects import ObjectView, defaults_for
 from gcpcall.reconcile.task_events import post_transitions
 from gcpcall.relay.follower import OperationFollower, Pending, poll_auth
+from gcpcall.relay.specs import ParsedSpecs
 
 __all__ = ["Answer", "Relay", "RelayRequest"]
 
@@ -99,6 +100,7 @@ class Relay:
         # In the operator's process the relay hands a started operation to the follower at
         # once; a relay of its own leaves it in status, where the operator's watch finds it.
         self.follower = follower
+        self.specs = ParsedSpecs()
         if not deps.settings.relay_url:
             raise ValueError("the relay needs its public URL (GCPCALL_RELAY_URL)")
         self.audience = deps.settings.relay_url
@@ -158,9 +160,7 @@ class Relay:
             raise _Refused(403, "deleting", f"{ref.namespace}/{ref.name} is being deleted")
         defaults = await defaults_for(obj, self.deps.settings, self.deps.namespaces)
         try:
-            spec: ScheduledCallSpec | GcpTaskSpec = (
-                parse_scheduled_call(obj.spec, defaults) if ref.kind == "ScheduledGcpCall"
-                else parse_gcp_task(obj.spec, defaults))
+            spec = self.specs.parse(obj, defaults)
         except InvalidSpec as e:
             raise _Refused(403, "spec", f"the object's spec is invalid: {e}") from None
         try:
@@ -223,8 +223,12 @@ class Relay:
         now = self.deps.clock.now()
         scheduled = schedule_time_header(request.headers.get("x-cloudscheduler-scheduletime"))
         schedule_time = scheduled or now.replace(microsecond=0)
-        current = self.deps.status.known(obj.ref, obj.status)
-        previous = find_run(current.get("runs"), schedule_time)
+        # A new scheduled execution (the common case) has no run yet: found without
+        # decoding the object's status, which holds up to `historyLimit` runs.
+        previous = (find_run(self.deps.status.known(obj.ref, obj.status).get("runs"),
+                             schedule_time)
+                    if self.deps.status.may_hold(obj.ref, format_time(schedule_time))
+                    else None)
         if previous is not None and previous.get("result") in ("Succeeded", "Running"):
             # a retry after a success (or after the operation it started): no second call
             RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
