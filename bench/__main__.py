@@ -26,6 +26,8 @@ def main() -> int:
     parser.add_argument("--p7-runs", type=int, default=5)
     parser.add_argument("--tasks-n", type=int, default=1000)
     parser.add_argument("--writes-n", type=int, default=300)
+    parser.add_argument("--p8-fires", type=int, default=200,
+                        help="p8: fires of each job (more fires: a steadier median)")
     parser.add_argument("--p10-seconds", type=float, default=600.0,
                         help="how long each followed operation runs")
     parser.add_argument("--objects", type=int, default=10_000, help="scale: objects per side")
@@ -53,7 +55,9 @@ def main() -> int:
             print("TASKS", json.dumps(bench_tasks.run(s, args.tasks_n)), flush=True)
         from bench import bench_relay
 
-        for name in ("p8", "p9", "r6"):
+        if "p8" in args.which:
+            print("P8", json.dumps(bench_relay.p8(s, args.p8_fires)), flush=True)
+        for name in ("p9", "r6"):
             if name in args.which:
                 print(name.upper(), json.dumps(getattr(bench_relay, name)(s)), flush=True)
         if "p10" in args.which:
