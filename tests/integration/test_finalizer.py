@@ -9,7 +9,7 @@ changes, and remove only our finalizer when done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -21,6 +21,15 @@ from gcpcall.reconcile.finalizer import FINALIZER, Deletions, Held, Snapshot, ho
 from gcpcall.reconcile.outcome import Outcome
 
 OTHER = "example.com/other-controller"
+
+
+async def until(predicate: Callable[[], bool], within: float = 20.0) -> None:
+    """Wait for `predicate` (polled; a bound, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -168,11 +177,7 @@ async def test_deletions_retry_until_done_then_the_object_goes(
     runner = Deletions(kube)
     runner.start()
     runner.offer(ref_of(obj), [FINALIZER], deleting["spec"], cleanup)
-    for _ in range(200):
-        if sgc.get(namespace, "e") is None:
-            break
-        await asyncio.sleep(0.05)
-    assert sgc.get(namespace, "e") is None
+    await until(lambda: sgc.get(namespace, "e") is None)
     assert calls == ["cleanup"] * 3
     assert runner.active() == 0
 
@@ -196,17 +201,14 @@ async def test_deletions_start_over_at_once_when_the_spec_changes(
     runner.start()
     spec = obj["spec"]
     runner.offer(ref_of(obj), [FINALIZER], spec, blocked)
-    await asyncio.sleep(0.2)
-    # the same spec again (say, our own status write): no new attempt
+    await until(lambda: calls == ["blocked"])
+    # the same spec again (say, our own status write): no new attempt; a retry would be
+    # due at once, so a short wait is enough to see one
     runner.offer(ref_of(obj), [FINALIZER], spec, blocked)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     assert calls == ["blocked"]
     runner.offer(ref_of(obj), [FINALIZER], {**spec, "deletionPolicy": "Abandon"}, abandoned)
-    for _ in range(100):
-        if sgc.get(namespace, "f") is None:
-            break
-        await asyncio.sleep(0.05)
-    assert sgc.get(namespace, "f") is None
+    await until(lambda: sgc.get(namespace, "f") is None)
     assert calls == ["blocked", "abandoned"]
 
 
@@ -225,10 +227,8 @@ async def test_deletions_ignore_objects_without_our_finalizer_and_stop_when_gone
     runner.offer(ref_of(obj), [OTHER], obj["spec"], cleanup)
     assert runner.active() == 0
     runner.offer(ref_of(obj), [OTHER, FINALIZER], obj["spec"], cleanup)
-    await asyncio.sleep(0.1)
+    await until(lambda: calls == ["cleanup"])
     assert runner.active() == 1
-    assert calls == ["cleanup"]
     runner.gone(obj["metadata"]["uid"])
-    await asyncio.sleep(0.05)
     assert runner.active() == 0
     await runner.stop()
