@@ -1,4 +1,4 @@
-"""`python -m bench [p1] [p3] [p6] [p7] [tasks] [writes] [p8] [p9] [p10] [r6] [scale]`:
+"""`python -m bench [p1] [p3] [p6] [p7] [tasks] [writes] [p8] [p9] [p10] [r6] [scale] [chaos]`:
 run the benchmarks, print their figures.
 
 Every figure is measured in one run on one stack (see harness.py); paste the printed lines
@@ -18,7 +18,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="*", default=["p1", "p3"],
                         choices=["p1", "p3", "p7", "tasks", "writes", "p8", "p9", "p10", "r6",
-                                 "scale", "p6"])
+                                 "scale", "p6", "chaos"])
     parser.add_argument("--p1-n", type=int, default=50)
     parser.add_argument("--p3-n", type=int, default=1000)
     parser.add_argument("--p3-window", type=float, default=660.0,
@@ -41,6 +41,16 @@ def main() -> int:
                         help="p6: seconds the emulator's access tokens last (Google: 3600)")
     parser.add_argument("--p6-lifetimes", type=int, default=5,
                         help="p6: token lifetimes the operator is kept busy after the storm")
+    parser.add_argument("--r1-calls", type=int, default=500)
+    parser.add_argument("--r1-tasks", type=int, default=200)
+    parser.add_argument("--r1-kills", type=int, default=5)
+    parser.add_argument("--r2-calls", type=int, default=500)
+    parser.add_argument("--r2b-calls", type=int, default=400)
+    parser.add_argument("--r2b-outage", type=float, default=90.0,
+                        help="r2b: seconds every RPC fails")
+    parser.add_argument("--r2b-projects", type=int, default=1,
+                        help="r2b: projects the objects are spread over")
+    parser.add_argument("--chaos-parts", default="r1,r2,r2b")
     args = parser.parse_args()
     with stack() as s:
         if "p1" in args.which:
@@ -72,6 +82,13 @@ def main() -> int:
 
             print("P6", json.dumps(tokens.run(s, args.p6_objects, args.p6_identities,
                                               args.p6_lifetime, args.p6_lifetimes)), flush=True)
+        if "chaos" in args.which:
+            from bench import chaos
+
+            print("CHAOS", json.dumps(chaos.run(
+                s, tuple(args.chaos_parts.split(",")), args.r1_calls, args.r1_tasks,
+                args.r1_kills, args.r2_calls, args.r2b_calls, args.r2b_outage,
+                args.r2b_projects)), flush=True)
         if "writes" in args.which:
             from bench import api_writes
 
