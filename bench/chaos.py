@@ -161,7 +161,7 @@ def r1(s: Stack, calls: int, tasks: int, kills: int) -> dict[str, Any]:
     out = {
         "calls": calls, "tasks": tasks, "kills": kills,
         "all_ready_seconds": round(ready_at - started, 1),
-        "calls_ready_after_last_kill_s": calls_s, "tasks_ready_after_that_s": tasks_s,
+        "calls_ready_after_last_start_and_creates_s": calls_s, "tasks_ready_after_that_s": tasks_s,
         "jobs": len(jobs), "duplicate_jobs": len(jobs) - len(set(jobs)),
         "orphaned_jobs": len(set(jobs) - expected), "missing_jobs": len(expected - set(jobs)),
         "tasks_in_queue": len(listed), "duplicate_tasks": len(listed) - len(set(listed)),
