@@ -1,16 +1,13 @@
 """Where the API server is and how to authenticate to it: one `Connection`.
 
-Why the official client's config loader all the same (`load_connection`): where the API
-server is and how to authenticate is what that library gets right and a hand parser does
-not: every kubeconfig rule (merged $KUBECONFIG paths, embedded or relative certificates),
-exec credential plugins (gke-gcloud-auth-plugin, aws-iam-authenticator), auth providers
-(oidc, gcp) and the in-cluster ServiceAccount. kopf imports the same package whenever it is
-installed (its fallback login), so it costs the operator nothing more than being installed.
-Its token is kept by `RefreshingToken`: an exec plugin's token is fetched again before it
-expires, and a token file (the kubelet rotates the in-cluster one) is read again every
-minute, in a worker thread, so that a request on the event loop never waits for a plugin
-while the current token is still good. kopf's login (`handlers/startup.py: login`) uses the
-same `Connection`, with the time to log in again.
+`load_connection` reads the kubeconfig (`kube.kubeconfig`: merged $KUBECONFIG paths,
+embedded or relative certificates, token files, exec credential plugins such as
+gke-gcloud-auth-plugin) or the in-cluster ServiceAccount. Its token is kept by
+`RefreshingToken`: an exec plugin's token is fetched again before it expires, and a token
+file (the kubelet rotates the in-cluster one) is read again every minute, in a worker
+thread, so that a request on the event loop never waits for a plugin while the current
+token is still good. kopf's login (`handlers/startup.py: login`) uses the same
+`Connection`, with the time to log in again.
 """
 
 from __future__ import annotations
@@ -23,10 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from kubernetes.client import Configuration
+from gcpcall.kube.kubeconfig import KubeConfigError, read_kubeconfig, run_exec, write_private
 
 __all__ = ["Connection", "Credentials", "KubeConfigError", "RefreshingToken", "load_connection"]
 
@@ -40,10 +35,6 @@ _REREAD_SECONDS = 60.0
 # client's skew), and at the latest half-way through its life.
 _MAX_EARLY_SECONDS = 300.0
 _RETRY_SECONDS = 5.0  # after a failed fetch, the current token is used this long
-
-
-class KubeConfigError(Exception):
-    """No usable connection: a kubeconfig or in-cluster setup the client cannot use."""
 
 
 @dataclass(frozen=True)
@@ -164,83 +155,68 @@ class Connection:
         return datetime.datetime.fromtimestamp(self.credentials.refresh_at(), datetime.UTC)
 
 
-def _bearer(cfg: Configuration) -> str | None:
-    """The token the library put in its configuration ("Bearer <token>"), without "Bearer"."""
-    value = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
-    if not value:
-        return None
-    scheme, _, token = str(value).partition(" ")
-    if not token:
-        return scheme
-    if scheme.lower() != "bearer":
-        raise KubeConfigError(f"kubeconfig credentials of type {scheme!r} are not supported "
-                              "(a token, an exec plugin, an auth provider or a certificate)")
-    return token.strip()
-
-
 def _from_kubeconfig(paths: str, context: str | None) -> Connection:
-    # Imported here: only a process that connects pays for the library (kopf would too).
-    from kubernetes.client import Configuration
-    from kubernetes.config import ConfigException
-    from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
+    config = read_kubeconfig(paths, context)
+    if config.exec_config is not None:
+        first = run_exec(config)
+        cert_path, key_path = config.cert_path, config.key_path
+        if first.cert_pem and first.key_pem:
+            # a plugin's client certificate: used as first issued (TLS is set up once)
+            cert_path = write_private(first.cert_pem, "client.crt")
+            key_path = write_private(first.key_pem, "client.key")
+        fetched = [first]
 
-    try:
-        # (the library's config functions are untyped: each call is marked below)
-        merged = KubeConfigMerger(paths)  # type: ignore[no-untyped-call]
-        if merged.config is None:
-            raise KubeConfigError(f"no kubeconfig at {paths}")
-        # what the library's load_kube_config does, keeping the loader to read its expiry
-        loader = KubeConfigLoader(config_dict=merged.config, active_context=context,
-                                  config_base_path=None)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, KeyError, ValueError) as e:
-        raise KubeConfigError(f"kubeconfig {paths}: {e}") from None
-    cfg = Configuration()
+        def fetch() -> Credentials:
+            # the first fetch is the run above; later ones run the plugin again
+            credential = fetched.pop() if fetched else run_exec(config)
+            return Credentials(credential.token, credential.expires_at)
 
-    def fetch() -> Credentials:
-        # runs an exec plugin, reads a tokenFile again, refreshes an auth provider's token
-        loader.load_and_set(cfg)  # type: ignore[no-untyped-call]
-        # The one attribute read beyond the library's functions: where it keeps an exec
-        # plugin's (or gcp auth provider's) expiry for its own refresh hook.
-        expiry = getattr(loader, "expiry", None)
-        expires = expiry.timestamp() if isinstance(expiry, datetime.datetime) else None
-        return Credentials(_bearer(cfg), expires)
+        return Connection(server=config.server, ca_path=config.ca_path,
+                          insecure=config.insecure, cert_path=cert_path, key_path=key_path,
+                          default_namespace=config.namespace,
+                          credentials=RefreshingToken(fetch))
+    credentials = None
+    if config.token_path is not None and not config.token:
+        token_path = config.token_path
 
-    try:
-        credentials = RefreshingToken(fetch)
-    except ConfigException as e:
-        raise KubeConfigError(f"kubeconfig {paths}: {e}") from None
-    namespace = (loader.current_context.get("context") or {}).get("namespace")
-    return Connection(
-        server=cfg.host.rstrip("/"),
-        ca_path=cfg.ssl_ca_cert,
-        insecure=not cfg.verify_ssl,
-        cert_path=cfg.cert_file,
-        key_path=cfg.key_file,
-        default_namespace=namespace,
-        credentials=credentials,
-    )
+        def read_token() -> Credentials:
+            try:
+                return Credentials(Path(token_path).read_text().strip() or None)
+            except OSError as e:
+                raise KubeConfigError(f"kubeconfig tokenFile {token_path}: {e}") from None
+
+        credentials = RefreshingToken(read_token)
+    return Connection(server=config.server, ca_path=config.ca_path, insecure=config.insecure,
+                      token=config.token, cert_path=config.cert_path, key_path=config.key_path,
+                      default_namespace=config.namespace, credentials=credentials)
 
 
 def _in_cluster() -> Connection:
-    from kubernetes.client import Configuration
-    from kubernetes.config import ConfigException, load_incluster_config
-
-    cfg = Configuration()
+    """As client-go's `rest.InClusterConfig`: the Service's address from the environment,
+    the ServiceAccount's CA and token (read again every minute: the kubelet rotates it)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        raise KubeConfigError("in-cluster configuration: KUBERNETES_SERVICE_HOST and "
+                              "KUBERNETES_SERVICE_PORT are not set")
+    token_file = _SA_DIR / "token"
 
     def fetch() -> Credentials:
-        # reads the token file again (the library's own refresh hook is not used: we re-read)
-        load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=cfg, try_refresh_token=False)
-        return Credentials(_bearer(cfg), None)
+        try:
+            return Credentials(token_file.read_text().strip() or None)
+        except OSError as e:
+            raise KubeConfigError(f"in-cluster configuration: {token_file}: {e}") from None
 
-    try:
-        credentials = RefreshingToken(fetch)
-    except ConfigException as e:
-        raise KubeConfigError(f"in-cluster configuration: {e}") from None
+    ca = _SA_DIR / "ca.crt"
     namespace_file = _SA_DIR / "namespace"
     namespace = namespace_file.read_text().strip() if namespace_file.exists() else None
-    return Connection(server=cfg.host, ca_path=cfg.ssl_ca_cert, default_namespace=namespace,
-                      credentials=credentials)
+    return Connection(server=f"https://{_host(host)}:{port}",
+                      ca_path=str(ca) if ca.exists() else None,
+                      default_namespace=namespace, credentials=RefreshingToken(fetch))
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def load_connection(kubeconfig: str | None = None, *, context: str | None = None
