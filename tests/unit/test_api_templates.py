@@ -10,7 +10,13 @@ import pytest
 
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.scheduled_call import parse_scheduled_call
-from gcpcall.api.templates import RunContext, render, render_request, uses_run_id
+from gcpcall.api.templates import (
+    RunContext,
+    render,
+    render_request,
+    templated,
+    uses_run_id,
+)
 from tests.unit._specs import DEFAULTS, call_spec
 
 WHEN = datetime(2026, 11, 22, 2, 30, tzinfo=UTC)
@@ -125,3 +131,28 @@ def test_a_request_is_rendered_and_recorded_without_secret_headers() -> None:
         "spec.target.body.json.jobName": f"wordcount-{CTX.run_id}",
     }
     assert uses_run_id(rendered, CTX)
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ({"headers": [{"name": "X-A", "value": "plain"}],
+      "body": {"json": {"z": ["é", 1.5, None], "a": {"b": "c"}}}}, False),
+    ({"body": {"text": "no template"}}, False),
+    ({"uri": "https://compute.googleapis.com/compute/v1/x/{{ run.id }}"}, True),
+    ({"headers": [{"name": "X-A", "value": "{{ run.attempt }}"}]}, True),
+    ({"body": {"text": "{# a comment #}x"}}, True),
+    ({"body": {"json": {"deep": [{"name": "job-{{ run.id }}"}]}}}, True),
+])
+def test_a_target_without_templates_is_sent_as_the_spec_states_it(
+        target: dict[str, object], expected: bool) -> None:
+    spec = parse_scheduled_call(relay_spec(**target), DEFAULTS)
+    body = spec.target.body.data if spec.target.body is not None else None
+    assert templated(spec.target) is expected
+    if expected:
+        with pytest.raises(ValueError, match="needs the run's context"):
+            render_request(spec.target, None, body)
+        return
+    plain, rendered = render_request(spec.target, None, body), render_request(spec.target,
+                                                                             CTX, body)
+    assert plain == rendered  # byte for byte what a rendering sends
+    assert plain.fields == {}
+    assert not uses_run_id(plain, None)

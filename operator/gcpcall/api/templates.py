@@ -40,6 +40,7 @@ __all__ = [
     "check_templates",
     "render",
     "render_request",
+    "templated",
     "uses_run_id",
 ]
 
@@ -222,10 +223,30 @@ class RenderedRequest:
                 "fields": {k: v[:512] for k, v in list(self.fields.items())[:64]}}
 
 
-def render_request(target: Target, context: RunContext, body: bytes | None,
+def templated(target: Target) -> bool:
+    """Whether a run renders anything in `target`: a template marker in its uri, a header
+    value or the inline body (anywhere in it: an over-approximation, which costs only a
+    rendering that changes nothing). A target without one is sent as the spec states it,
+    and its run needs no `RunContext`."""
+    if any(m in text for text in (target.uri, *(h.value for h in target.headers))
+           for m in _MARKERS):
+        return True
+    inline = target.body
+    return (inline is not None and inline.data is not None
+            and any(m.encode() in inline.data for m in _MARKERS))
+
+
+def render_request(target: Target, context: RunContext | None, body: bytes | None,
                    path: str = "spec.target", *, allow_http: bool = False) -> RenderedRequest:
     """The request for one run: templates in uri, header values and the inline body
-    rendered; `body` is the request body as resolved (inline or from a ConfigMap/Secret)."""
+    rendered; `body` is the request body as resolved (inline or from a ConfigMap/Secret).
+    `context` may be None only for a target that is not `templated`."""
+    if context is None:
+        if templated(target):
+            raise ValueError("a templated target needs the run's context")
+        # what rendering returns when nothing is templated: the inline JSON body is
+        # already in the sorted, compact form a rendering writes (api/target.py)
+        return RenderedRequest(target.uri, {h.name: h.value for h in target.headers}, body)
     fields: dict[str, str] = {}
 
     def one(field_path: str, value: str) -> str:
@@ -266,7 +287,9 @@ def _render_json(value: Any, path: str, one: Any) -> Any:
     return value
 
 
-def uses_run_id(request: RenderedRequest, context: RunContext) -> bool:
+def uses_run_id(request: RenderedRequest, context: RunContext | None) -> bool:
     """Whether the rendered request carries this run's id (a name unique to the run)."""
+    if context is None:
+        return False
     return any(context.run_id in v for v in (request.uri, *request.fields.values()))
 

@@ -48,7 +48,7 @@ from gcpcall.api.request import resolve_request
 from gcpcall.api.scheduled_call import ScheduledCallSpec
 from gcpcall.api.status import OperationRecord, runs_part
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
-from gcpcall.api.templates import RunContext, render_request, uses_run_id
+from gcpcall.api.templates import RunContext, render_request, templated, uses_run_id
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.id_tokens import IdTokenVerifier, TokenRefused
 from gcpcall.gcp.identity import IdentityNotReady
@@ -115,7 +115,7 @@ class Relay:
 
     async def _handle(self, request: RelayRequest) -> Answer:
         try:
-            obj, spec = await self._admit(request)
+            obj, spec, email = await self._admit(request)
         except _Refused as refusal:
             RELAY_REFUSALS.labels(str(refusal.status), refusal.reason).inc()
             RELAY_REQUESTS.labels("", "refused").inc()
@@ -123,13 +123,14 @@ class Relay:
                         refusal)
             return Answer(refusal.status, {"error": refusal.reason})
         if isinstance(spec, ScheduledCallSpec):
-            return await self._run_call(request, obj, spec)
-        return await self._run_task(request, obj, spec)
+            return await self._run_call(request, obj, spec, email)
+        return await self._run_task(request, obj, spec, email)
 
     # who is asking, for which object ---------------------------------------------------
     async def _admit(
         self, request: RelayRequest
-    ) -> tuple[ObjectView, ScheduledCallSpec | GcpTaskSpec]:
+    ) -> tuple[ObjectView, ScheduledCallSpec | GcpTaskSpec, str]:
+        """The object, its spec and the Google service account it acts as."""
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -173,22 +174,22 @@ class Relay:
                                          f"{ref.namespace}/{ref.name} acts as "
                                          f"{identity.email or 'no service account'}")
         self.deps.status.seen(ref, doc)
-        return obj, spec
+        return obj, spec, identity.email
 
     # the call ----------------------------------------------------------------------------
     async def _call(
-        self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec, within: float,
-        context: RunContext,
+        self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec, email: str,
+        within: float, context: RunContext | None,
     ) -> tuple[CallOutcome, dict[str, Any] | None, str]:
-        """Make the spec's request, rendered for this run, with the object's credentials:
-        (the outcome, the rendered request to record, the uri called)."""
+        """Make the spec's request, rendered for this run (`context`: None when nothing in
+        the target is templated), as the object's identity (`email`, its Google service
+        account): (the outcome, the rendered request to record, the uri called)."""
         ns = obj.ref.namespace
         try:
             body = await resolve_body(spec.target, ns, self.deps.kube)
         except BodySourceMissing as e:
             return CallOutcome(None, error=f"{e.field}: {e.message}"), None, spec.target.uri
-        identity = await self.deps.identities.resolve(ns, spec.service_account_name)
-        req = resolve_request(spec.target, identity.email, body=body)
+        req = resolve_request(spec.target, email, body=body)
         try:
             rendered = render_request(spec.target, context, req.body,
                                       allow_http=self.deps.settings.endpoints.allow_http_targets)
@@ -219,7 +220,7 @@ class Relay:
         return outcome, rendered.record() if rendered.fields else None, rendered.uri
 
     async def _run_call(self, request: RelayRequest, obj: ObjectView,
-                        spec: ScheduledCallSpec) -> Answer:
+                        spec: ScheduledCallSpec, email: str) -> Answer:
         now = self.deps.clock.now()
         scheduled = schedule_time_header(request.headers.get("x-cloudscheduler-scheduletime"))
         schedule_time = scheduled or now.replace(microsecond=0)
@@ -236,9 +237,10 @@ class Relay:
                                 "note": "this run was already made"})
         within = max(_MIN_CALL, spec.attempt_deadline_seconds - _MARGIN)
         attempt = int((previous or {}).get("attempts") or 0) + 1
-        context = RunContext(run_id(obj.ref.uid, schedule_time), schedule_time, attempt,
-                             obj.ref.namespace, obj.ref.name, now)
-        outcome, request_record, uri = await self._call(obj, spec, within, context)
+        context = (RunContext(run_id(obj.ref.uid, schedule_time), schedule_time, attempt,
+                              obj.ref.namespace, obj.ref.name, now)
+                   if templated(spec.target) else None)
+        outcome, request_record, uri = await self._call(obj, spec, email, within, context)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         done = self.deps.clock.now()
         found = self._operation(spec, outcome, uri)
@@ -290,7 +292,7 @@ class Relay:
         ))
 
     async def _run_task(self, request: RelayRequest, obj: ObjectView,
-                        spec: GcpTaskSpec) -> Answer:
+                        spec: GcpTaskSpec, email: str) -> Answer:
         current = self.deps.status.known(obj.ref, obj.status)
         if current.get("phase") == "Succeeded":
             RELAY_REQUESTS.labels(obj.ref.kind, "duplicate").inc()
@@ -304,9 +306,10 @@ class Relay:
         eta = task_eta(request.headers.get("x-cloudtasks-tasketa"))
         # a task is one execution: its id is the object's, whatever attempt this is
         execution = (obj.created or started).replace(microsecond=0)
-        context = RunContext(run_id(obj.ref.uid, execution), execution, number or 1,
-                             obj.ref.namespace, obj.ref.name, started)
-        outcome, request_record, uri = await self._call(obj, spec, within, context)
+        context = (RunContext(run_id(obj.ref.uid, execution), execution, number or 1,
+                              obj.ref.namespace, obj.ref.name, started)
+                   if templated(spec.target) else None)
+        outcome, request_record, uri = await self._call(obj, spec, email, within, context)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         _, code, message = outcome_of(outcome, spec.target.host)
         attempt = ObservedAttempt(dispatch_time=started, code=code,
