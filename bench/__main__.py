@@ -50,7 +50,11 @@ def main() -> int:
                         help="r2b: seconds every RPC fails")
     parser.add_argument("--r2b-projects", type=int, default=1,
                         help="r2b: projects the objects are spread over")
-    parser.add_argument("--chaos-parts", default="r1,r2,r2b")
+    parser.add_argument("--r3-calls", type=int, default=500,
+                        help="chaos R3: objects in each storm around the API server's outages")
+    parser.add_argument("--r7-calls", type=int, default=500,
+                        help="chaos R7: objects in the storm the leader dies in")
+    parser.add_argument("--chaos-parts", default="r1,r2,r2b,r3,r7")
     args = parser.parse_args()
     with stack() as s:
         if "p1" in args.which:
@@ -88,7 +92,7 @@ def main() -> int:
             print("CHAOS", json.dumps(chaos.run(
                 s, tuple(args.chaos_parts.split(",")), args.r1_calls, args.r1_tasks,
                 args.r1_kills, args.r2_calls, args.r2b_calls, args.r2b_outage,
-                args.r2b_projects)), flush=True)
+                args.r2b_projects, args.r3_calls, args.r7_calls)), flush=True)
         if "writes" in args.which:
             from bench import api_writes
 

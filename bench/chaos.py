@@ -20,7 +20,10 @@ long until everything converged, how many Google calls against the fault-free co
 
     python -m bench chaos [--r1-calls 500 --r1-tasks 200 --r1-kills 5]
                           [--r2-calls 500] [--r2b-calls 400 --r2b-outage 90]
-                          [--r2b-projects 1] [--chaos-parts r1,r2,r2b]
+                          [--r2b-projects 1] [--r3-calls 500] [--r7-calls 500]
+                          [--chaos-parts r1,r2,r2b,r3,r7]
+
+R3 and R7 (the API server's outages, the leader's death) are in `bench/outages.py`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from kubernetes import client as k8s_client
 
+from bench import outages
 from bench.bench_tasks import QUEUE, an_hour_ahead, spec
 from bench.harness import CLUSTER, LOCATION, PROJECT, Stack, wait_for
 
@@ -246,7 +250,8 @@ def r2b(s: Stack, count: int, outage: float, projects: int) -> dict[str, Any]:
 
 def run(s: Stack, parts: tuple[str, ...] = ("r1", "r2", "r2b"), r1_calls: int = 500,
         r1_tasks: int = 200, r1_kills: int = 5, r2_calls: int = 500, r2b_calls: int = 400,
-        r2b_outage: float = 90.0, r2b_projects: int = 1) -> dict[str, Any]:
+        r2b_outage: float = 90.0, r2b_projects: int = 1, r3_calls: int = 500,
+        r7_calls: int = 500) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "r1" in parts:
         out["R1"] = r1(s, r1_calls, r1_tasks, r1_kills)
@@ -254,4 +259,8 @@ def run(s: Stack, parts: tuple[str, ...] = ("r1", "r2", "r2b"), r1_calls: int = 
         out["R2"] = r2(s, r2_calls)
     if "r2b" in parts:
         out["R2b"] = r2b(s, r2b_calls, r2b_outage, r2b_projects)
+    if "r3" in parts:
+        out["R3"] = outages.r3(s, r3_calls)
+    if "r7" in parts:
+        out["R7"] = outages.r7(s, r7_calls)
     return out

@@ -6,19 +6,24 @@ retry), and these few lines would otherwise be repeated in each of them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
 
 from gcpcall.api.settled import settled
+from gcpcall.gcp.errors import classify
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.outcome import Outcome, backoff_delay
 
 __all__ = [
     "GROUP", "VERSION", "OperatorMemo", "deps_of", "on_each_event", "raise_for", "resume_needed",
+    "settle",
 ]
+
+log = logging.getLogger(__name__)
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
@@ -57,6 +62,25 @@ async def raise_for(outcome: Outcome, retry: int) -> None:
 
 
 _AT_ONCE = 0.1
+
+
+async def settle(obj: ObjectView, work: Awaitable[Outcome], retry: int) -> None:
+    """Run one reconcile and turn its outcome into kopf's terms (`raise_for`).
+
+    A reconcile reports its failures in status; when the API server cannot take that write
+    either (it is restarting, shutting down, unreachable), the error is transient to our
+    classifier: retried with our backoff and logged as one warning line, never left to
+    kopf's 60-second default for unexpected errors, with a traceback.
+    """
+    try:
+        outcome = await work
+    except Exception as exc:
+        c = classify(exc)
+        if not c.retryable or c.reason == "Unexpected":
+            raise
+        log.warning("will retry: %s", c.message, extra={"object": obj.ref})
+        outcome = Outcome.retry(c)
+    await raise_for(outcome, retry)
 
 
 Delete = Callable[[ObjectView, Deps], Awaitable[Outcome]]

@@ -15,7 +15,7 @@ import kopf
 
 from gcpcall.api.task_status import TERMINAL_PHASES
 from gcpcall.handlers import common
-from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, settle
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.gcptask import (
     KIND,
@@ -37,7 +37,8 @@ def _view(body: kopf.Body) -> ObjectView:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def create_cloud_task(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    await raise_for(await reconcile_gcp_task(_view(body), deps_of(memo)), retry)
+    obj = _view(body)
+    await settle(obj, reconcile_gcp_task(obj, deps_of(memo)), retry)
 
 
 def _followed(deps: Deps, body: kopf.Body) -> bool:
@@ -49,7 +50,8 @@ def _followed(deps: Deps, body: kopf.Body) -> bool:
 # the rest.
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=common.resume_needed(_followed))
 async def resume_task_polling(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    await raise_for(await resume_gcp_task(_view(body), deps_of(memo)), retry)
+    obj = _view(body)
+    await settle(obj, resume_gcp_task(obj, deps_of(memo)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from gcpcall.handlers import common
-from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, raise_for
+from gcpcall.handlers.common import GROUP, VERSION, deps_of, on_each_event, settle
 from gcpcall.reconcile.deps import Deps
 from gcpcall.reconcile.objects import ObjectView
 from gcpcall.reconcile.scheduled import (
@@ -34,7 +34,8 @@ def _view(body: kopf.Body) -> ObjectView:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec_to_job(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    await raise_for(await reconcile_scheduled_call(_view(body), deps_of(memo)), retry)
+    obj = _view(body)
+    await settle(obj, reconcile_scheduled_call(obj, deps_of(memo)), retry)
 
 
 def _tracked(deps: Deps, body: kopf.Body) -> bool:
@@ -44,7 +45,8 @@ def _tracked(deps: Deps, body: kopf.Body) -> bool:
 # The listing event registers the objects in sync (`watch_events`); this is for the rest.
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=common.resume_needed(_tracked))
 async def resume_job_sync(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    await raise_for(await resume_scheduled_call(_view(body), deps_of(memo)), retry)
+    obj = _view(body)
+    await settle(obj, resume_scheduled_call(obj, deps_of(memo)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -107,7 +107,17 @@ class KubeClient:
             method, self.conn.server + path, data=data, headers=headers, params=params
         ) as resp:
             payload = await resp.read()
-            doc: Any = json.loads(payload) if payload else {}
+            try:
+                doc: Any = json.loads(payload) if payload else {}
+            except ValueError:
+                # An API server that is starting (or a proxy before it) can answer in plain
+                # text: an error of its own, or a 5xx (transient to the classifier) if it
+                # claimed success, never a JSONDecodeError for the caller to trip on.
+                text = payload[:200].decode(errors="replace").strip()
+                if resp.status >= 400:
+                    raise KubeError(resp.status, resp.reason or "", text) from None
+                raise KubeError(502, "InvalidResponse",
+                                f"a {resp.status} answer that is not JSON: {text}") from None
             if resp.status >= 400:
                 reason = doc.get("reason", "") if isinstance(doc, dict) else ""
                 message = doc.get("message", "") if isinstance(doc, dict) else ""
