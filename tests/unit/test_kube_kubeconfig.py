@@ -126,6 +126,8 @@ def test_unsupported_users_are_refused_by_name(tmp_path: Path, user: dict[str, A
     (config("c", {}, {}), "no cluster server"),
     (config("c", {"server": "https://c", "certificate-authority-data": "%%%"}, {}),
      "not base64"),
+    ({"current-context": "c", "contexts": [{"name": "c", "context": "oops"}]},
+     "contexts entry 'c' is not a mapping"),
 ])
 def test_broken_kubeconfigs_say_what_is_wrong(tmp_path: Path, doc: dict[str, Any],
                                               message: str) -> None:

@@ -5,8 +5,9 @@ package, whose import loads the whole generated client (every API and model modu
 of resident memory, about half of the operator's empty process, for a few hundred lines of
 rules that Kubernetes documents as stable (kubeconfig merging, and the client.authentication
 exec protocol that gke-gcloud-auth-plugin, aws-iam-authenticator and kubelogin speak). kopf
-itself ships such a reader for the same reason. What is read here, with the rules of
-client-go's `clientcmd`:
+ships a minimal reader of its own too (`login_with_kubeconfig`), which has no exec plugins,
+token files or relative paths. What is read here, with the rules of client-go's
+`clientcmd`:
 
 - `$KUBECONFIG` may list several files: the first file that sets `current-context` wins,
   and so does the first file that defines a context, cluster or user of a given name;
@@ -19,8 +20,9 @@ client-go's `clientcmd`:
   `provideClusterInfo` asks; its `ExecCredential` gives a token with an expiry, or a client
   certificate).
 
-Refused with a reason rather than half-honoured: `auth-provider` (removed from kubectl in
-1.26 in favour of exec plugins), basic auth, and an interactive-only plugin.
+Refused with a reason rather than half-honoured: `auth-provider` (kubectl dropped the gcp
+and azure ones in 1.26 in favour of exec plugins; for OIDC, kubelogin is the exec plugin),
+basic auth, and an interactive-only plugin.
 """
 
 from __future__ import annotations
@@ -99,8 +101,11 @@ def read_kubeconfig(paths: str, context: str | None = None) -> KubeConfig:
                                   ("users", "user")):
             for item in doc.get(section) or []:
                 if isinstance(item, dict) and item.get("name") is not None:
-                    named[section].setdefault(str(item["name"]),
-                                              (item.get(item_key) or {}, path.parent))
+                    entry = item.get(item_key) or {}
+                    if not isinstance(entry, dict):
+                        raise KubeConfigError(f"kubeconfig {path}: {section} entry "
+                                              f"{item['name']!r} is not a mapping")
+                    named[section].setdefault(str(item["name"]), (entry, path.parent))
     if not found:
         raise KubeConfigError(f"no kubeconfig at {paths}")
     wanted = context or current
@@ -113,8 +118,9 @@ def read_kubeconfig(paths: str, context: str | None = None) -> KubeConfig:
     user, user_dir = named["users"].get(str(ctx.get("user")), ({}, Path()))
     if not cluster.get("server"):
         raise KubeConfigError(f"kubeconfig {paths}: context {wanted!r} has no cluster server")
-    for refused, why in (("auth-provider", "auth providers were removed from kubectl in 1.26: "
-                          "use the provider's exec plugin"),
+    for refused, why in (("auth-provider", "auth providers are not supported (kubectl dropped "
+                          "gcp and azure in 1.26): use the provider's exec plugin, such as "
+                          "gke-gcloud-auth-plugin or kubelogin"),
                          ("username", "basic authentication is not supported"),
                          ("password", "basic authentication is not supported")):
         if user.get(refused):
