@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gcpcall.api import templates
 from gcpcall.api.errors import InvalidSpec
 from gcpcall.api.scheduled_call import parse_scheduled_call
 from gcpcall.api.templates import (
@@ -118,7 +119,7 @@ def test_a_request_is_rendered_and_recorded_without_secret_headers() -> None:
         body={"json": {"jobName": "wordcount-{{ run.id }}", "parameters": {"n": "1"}}}),
         DEFAULTS)
     assert spec.target.body is not None
-    rendered = render_request(spec.target, CTX, spec.target.body.data)
+    rendered = render_request(spec.target, lambda: CTX, spec.target.body.data)
     assert rendered.uri.endswith("gcsPath=gs://t/2026")
     assert rendered.headers == {"X-Run-Id": CTX.run_id, "X-Api-Key": "k-2"}
     assert json.loads(rendered.body or b"") == {"jobName": f"wordcount-{CTX.run_id}",
@@ -130,7 +131,8 @@ def test_a_request_is_rendered_and_recorded_without_secret_headers() -> None:
         "spec.target.headers[0].value": CTX.run_id,
         "spec.target.body.json.jobName": f"wordcount-{CTX.run_id}",
     }
-    assert uses_run_id(rendered, CTX)
+    assert rendered.run_id == CTX.run_id
+    assert uses_run_id(rendered)
 
 
 @pytest.mark.parametrize(("target", "expected"), [
@@ -147,12 +149,22 @@ def test_a_target_without_templates_is_sent_as_the_spec_states_it(
     spec = parse_scheduled_call(relay_spec(**target), DEFAULTS)
     body = spec.target.body.data if spec.target.body is not None else None
     assert templated(spec.target) is expected
+    made: list[RunContext] = []
+
+    def context() -> RunContext:
+        made.append(CTX)
+        return CTX
+
+    sent = render_request(spec.target, context, body)
+    assert len(made) == (1 if expected else 0)  # a run context only where it is used
     if expected:
-        with pytest.raises(ValueError, match="needs the run's context"):
-            render_request(spec.target, None, body)
+        assert sent.run_id == CTX.run_id
+        assert sent.fields
         return
-    plain, rendered = render_request(spec.target, None, body), render_request(spec.target,
-                                                                             CTX, body)
-    assert plain == rendered  # byte for byte what a rendering sends
-    assert plain.fields == {}
-    assert not uses_run_id(plain, None)
+    # byte for byte what a rendering of the same target sends
+    rendered = templates._render(spec.target, CTX, body, "spec.target", False)
+    assert (sent.uri, sent.headers, sent.body, sent.fields) == (
+        rendered.uri, rendered.headers, rendered.body, rendered.fields)
+    assert sent.fields == {}
+    assert sent.run_id is None
+    assert not uses_run_id(sent)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -215,6 +215,7 @@ class RenderedRequest:
     headers: dict[str, str]
     body: bytes | None
     fields: dict[str, str] = field(default_factory=dict)  # templated field -> rendered value
+    run_id: str | None = None  # the run's id, when the request was rendered for a run
 
     def record(self) -> dict[str, Any]:
         """What a run shows of it: the uri, and the templated values (trimmed; header
@@ -226,8 +227,7 @@ class RenderedRequest:
 def templated(target: Target) -> bool:
     """Whether a run renders anything in `target`: a template marker in its uri, a header
     value or the inline body (anywhere in it: an over-approximation, which costs only a
-    rendering that changes nothing). A target without one is sent as the spec states it,
-    and its run needs no `RunContext`."""
+    rendering that changes nothing)."""
     if any(m in text for text in (target.uri, *(h.value for h in target.headers))
            for m in _MARKERS):
         return True
@@ -236,17 +236,22 @@ def templated(target: Target) -> bool:
             and any(m.encode() in inline.data for m in _MARKERS))
 
 
-def render_request(target: Target, context: RunContext | None, body: bytes | None,
+def render_request(target: Target, context: Callable[[], RunContext], body: bytes | None,
                    path: str = "spec.target", *, allow_http: bool = False) -> RenderedRequest:
     """The request for one run: templates in uri, header values and the inline body
     rendered; `body` is the request body as resolved (inline or from a ConfigMap/Secret).
-    `context` may be None only for a target that is not `templated`."""
-    if context is None:
-        if templated(target):
-            raise ValueError("a templated target needs the run's context")
-        # what rendering returns when nothing is templated: the inline JSON body is
-        # already in the sorted, compact form a rendering writes (api/target.py)
+
+    `context` is called only for a `templated` target: one without a template is sent as
+    the spec states it, and its run needs no context (its `run.id` is a uuid5, on the
+    relay's path to the target). That is what a rendering would send: the inline JSON body
+    is already in the sorted, compact form a rendering writes (api/target.py)."""
+    if not templated(target):
         return RenderedRequest(target.uri, {h.name: h.value for h in target.headers}, body)
+    return _render(target, context(), body, path, allow_http)
+
+
+def _render(target: Target, context: RunContext, body: bytes | None, path: str,
+            allow_http: bool) -> RenderedRequest:
     fields: dict[str, str] = {}
 
     def one(field_path: str, value: str) -> str:
@@ -274,7 +279,7 @@ def render_request(target: Target, context: RunContext | None, body: bytes | Non
                                                     one),
                                        sort_keys=True, separators=(",", ":"),
                                        ensure_ascii=False).encode()
-    return RenderedRequest(uri, headers, rendered_body, fields)
+    return RenderedRequest(uri, headers, rendered_body, fields, context.run_id)
 
 
 def _render_json(value: Any, path: str, one: Any) -> Any:
@@ -287,9 +292,9 @@ def _render_json(value: Any, path: str, one: Any) -> Any:
     return value
 
 
-def uses_run_id(request: RenderedRequest, context: RunContext | None) -> bool:
-    """Whether the rendered request carries this run's id (a name unique to the run)."""
-    if context is None:
-        return False
-    return any(context.run_id in v for v in (request.uri, *request.fields.values()))
+def uses_run_id(request: RenderedRequest) -> bool:
+    """Whether the rendered request carries its run's id (a name unique to the run)."""
+    run_id = request.run_id
+    return run_id is not None and any(run_id in v for v in (request.uri,
+                                                            *request.fields.values()))
 

@@ -20,7 +20,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ from gcpcall.api.request import resolve_request
 from gcpcall.api.scheduled_call import ScheduledCallSpec
 from gcpcall.api.status import OperationRecord, runs_part
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
-from gcpcall.api.templates import RunContext, render_request, templated, uses_run_id
+from gcpcall.api.templates import RunContext, render_request, uses_run_id
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.id_tokens import IdTokenVerifier, TokenRefused
 from gcpcall.gcp.identity import IdentityNotReady
@@ -179,10 +179,10 @@ class Relay:
     # the call ----------------------------------------------------------------------------
     async def _call(
         self, obj: ObjectView, spec: ScheduledCallSpec | GcpTaskSpec, email: str,
-        within: float, context: RunContext | None,
+        within: float, context: Callable[[], RunContext],
     ) -> tuple[CallOutcome, dict[str, Any] | None, str]:
-        """Make the spec's request, rendered for this run (`context`: None when nothing in
-        the target is templated), as the object's identity (`email`, its Google service
+        """Make the spec's request, rendered for this run (`context`, made only when the
+        target has templates), as the object's identity (`email`, its Google service
         account): (the outcome, the rendered request to record, the uri called)."""
         ns = obj.ref.namespace
         try:
@@ -214,7 +214,7 @@ class Relay:
         outcome = await self.caller.call(req.method.value, rendered.uri, headers, rendered.body,
                                          within)
         RELAY_CALL_SECONDS.observe(time.monotonic() - started)
-        if already_exists(outcome) and uses_run_id(rendered, context):
+        if already_exists(outcome) and uses_run_id(rendered):
             outcome = dataclasses.replace(outcome, already_made=True)
         RELAY_CALLS.labels(spec.target.host, str(outcome.code)).inc()
         return outcome, rendered.record() if rendered.fields else None, rendered.uri
@@ -237,9 +237,11 @@ class Relay:
                                 "note": "this run was already made"})
         within = max(_MIN_CALL, spec.attempt_deadline_seconds - _MARGIN)
         attempt = int((previous or {}).get("attempts") or 0) + 1
-        context = (RunContext(run_id(obj.ref.uid, schedule_time), schedule_time, attempt,
+
+        def context() -> RunContext:
+            return RunContext(run_id(obj.ref.uid, schedule_time), schedule_time, attempt,
                               obj.ref.namespace, obj.ref.name, now)
-                   if templated(spec.target) else None)
+
         outcome, request_record, uri = await self._call(obj, spec, email, within, context)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         done = self.deps.clock.now()
@@ -306,9 +308,11 @@ class Relay:
         eta = task_eta(request.headers.get("x-cloudtasks-tasketa"))
         # a task is one execution: its id is the object's, whatever attempt this is
         execution = (obj.created or started).replace(microsecond=0)
-        context = (RunContext(run_id(obj.ref.uid, execution), execution, number or 1,
+
+        def context() -> RunContext:
+            return RunContext(run_id(obj.ref.uid, execution), execution, number or 1,
                               obj.ref.namespace, obj.ref.name, started)
-                   if templated(spec.target) else None)
+
         outcome, request_record, uri = await self._call(obj, spec, email, within, context)
         RELAY_REQUESTS.labels(obj.ref.kind, "called").inc()
         _, code, message = outcome_of(outcome, spec.target.host)
