@@ -6,7 +6,7 @@ retry), and these few lines would otherwise be repeated in each of them.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -22,8 +22,6 @@ __all__ = [
     "GROUP", "VERSION", "OperatorMemo", "deps_of", "on_each_event", "raise_for", "resume_needed",
     "settle",
 ]
-
-log = logging.getLogger(__name__)
 
 GROUP = "gcpcall.dev"
 VERSION = "v1alpha1"
@@ -69,8 +67,10 @@ async def settle(obj: ObjectView, work: Awaitable[Outcome], retry: int) -> None:
 
     A reconcile reports its failures in status; when the API server cannot take that write
     either (it is restarting, shutting down, unreachable), the error is transient to our
-    classifier: retried with our backoff and logged as one warning line, never left to
-    kopf's 60-second default for unexpected errors, with a traceback.
+    classifier: retried with our backoff, never left to kopf's 60-second default for
+    unexpected errors, with a traceback. The classified message is the retry's reason, so
+    the one line about it is kopf's "failed temporarily" (a WARNING, `observe.logs`), which
+    names the object.
     """
     try:
         outcome = await work
@@ -78,8 +78,7 @@ async def settle(obj: ObjectView, work: Awaitable[Outcome], retry: int) -> None:
         c = classify(exc)
         if not c.retryable or c.reason == "Unexpected":
             raise
-        log.warning("will retry: %s", c.message, extra={"object": obj.ref})
-        outcome = Outcome.retry(c)
+        outcome = dataclasses.replace(Outcome.retry(c), reason=c.message)
     await raise_for(outcome, retry)
 
 
