@@ -107,6 +107,12 @@ def test_embedded_certificates_are_written_to_private_files(tmp_path: Path) -> N
     assert Path(conn.key_path).read_bytes() == b"key"
     assert stat.S_IMODE(Path(conn.key_path).stat().st_mode) == 0o600
     assert conn.current_token() is None
+    # read again (each kopf login does): the same files, none added
+    files = set(Path(conn.ca_path).parent.iterdir())
+    again = load_connection(str(path))
+    assert (again.ca_path, again.cert_path, again.key_path) == (
+        conn.ca_path, conn.cert_path, conn.key_path)
+    assert set(Path(conn.ca_path).parent.iterdir()) == files
 
 
 @pytest.mark.parametrize(("user", "field"), [
@@ -216,6 +222,10 @@ def test_a_plugin_certificate_is_used_for_tls(tmp_path: Path) -> None:
      "answered"),
     ({"apiVersion": V1}, {"apiVersion": V1, "kind": "ExecCredential",
                           "status": {"token": "t", "expirationTimestamp": "soon"}}, 0,
+     "RFC 3339"),
+    ({"apiVersion": V1}, {"apiVersion": V1, "kind": "ExecCredential",
+                          "status": {"token": "t",
+                                     "expirationTimestamp": "2030-01-02T03:04:05"}}, 0,
      "RFC 3339"),
 ])
 def test_a_plugin_that_cannot_be_used_says_why(

@@ -126,15 +126,14 @@ class RefreshingToken:
 class Connection:
     """Where the API server is and how we authenticate (token or client certificate).
 
-    `credentials`: a token that is fetched again (`load_connection`); else `token_path` (read
-    on every use) or the static `token`.
+    `credentials`: a token that is fetched again (`load_connection`); else the static
+    `token`.
     """
 
     server: str
     ca_path: str | None = None
     insecure: bool = False
     token: str | None = None
-    token_path: str | None = None
     cert_path: str | None = None
     key_path: str | None = None
     default_namespace: str | None = None
@@ -143,8 +142,6 @@ class Connection:
     def current_token(self) -> str | None:
         if self.credentials is not None:
             return self.credentials.token()
-        if self.token_path:
-            return Path(self.token_path).read_text().strip()
         return self.token
 
     def login_again_at(self) -> datetime.datetime | None:
@@ -177,15 +174,7 @@ def _from_kubeconfig(paths: str, context: str | None) -> Connection:
                           credentials=RefreshingToken(fetch))
     credentials = None
     if config.token_path is not None and not config.token:
-        token_path = config.token_path
-
-        def read_token() -> Credentials:
-            try:
-                return Credentials(Path(token_path).read_text().strip() or None)
-            except OSError as e:
-                raise KubeConfigError(f"kubeconfig tokenFile {token_path}: {e}") from None
-
-        credentials = RefreshingToken(read_token)
+        credentials = _token_file(Path(config.token_path), "kubeconfig tokenFile")
     return Connection(server=config.server, ca_path=config.ca_path, insecure=config.insecure,
                       token=config.token, cert_path=config.cert_path, key_path=config.key_path,
                       default_namespace=config.namespace, credentials=credentials)
@@ -199,20 +188,26 @@ def _in_cluster() -> Connection:
     if not host or not port:
         raise KubeConfigError("in-cluster configuration: KUBERNETES_SERVICE_HOST and "
                               "KUBERNETES_SERVICE_PORT are not set")
-    token_file = _SA_DIR / "token"
-
-    def fetch() -> Credentials:
-        try:
-            return Credentials(token_file.read_text().strip() or None)
-        except OSError as e:
-            raise KubeConfigError(f"in-cluster configuration: {token_file}: {e}") from None
-
     ca = _SA_DIR / "ca.crt"
     namespace_file = _SA_DIR / "namespace"
     namespace = namespace_file.read_text().strip() if namespace_file.exists() else None
     return Connection(server=f"https://{_host(host)}:{port}",
                       ca_path=str(ca) if ca.exists() else None,
-                      default_namespace=namespace, credentials=RefreshingToken(fetch))
+                      default_namespace=namespace,
+                      credentials=_token_file(_SA_DIR / "token", "in-cluster token"))
+
+
+def _token_file(path: Path, what: str) -> RefreshingToken:
+    """A token kept in a file (a kubeconfig's `tokenFile`, the ServiceAccount's token that
+    the kubelet rotates): read now, and again every minute off the event loop."""
+
+    def read() -> Credentials:
+        try:
+            return Credentials(path.read_text().strip() or None)
+        except OSError as e:
+            raise KubeConfigError(f"{what} {path}: {e}") from None
+
+    return RefreshingToken(read)
 
 
 def _host(host: str) -> str:

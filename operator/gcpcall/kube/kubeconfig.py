@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import base64
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -198,30 +199,37 @@ def parse_exec_output(output: bytes, version: str) -> ExecCredential:
                               "client certificate and key")
     expires: float | None = None
     if status.get("expirationTimestamp"):
+        # (the stdlib's parser: `api.observed.parse_time` is in a layer kube may not use)
         try:
-            stamp = str(status["expirationTimestamp"]).replace("Z", "+00:00")
-            expires = datetime.datetime.fromisoformat(stamp).timestamp()
+            stamp = datetime.datetime.fromisoformat(str(status["expirationTimestamp"]))
         except ValueError:
+            stamp = None
+        if stamp is None or stamp.tzinfo is None:
             raise KubeConfigError("the exec plugin's expirationTimestamp is not RFC 3339: "
-                                  f"{status['expirationTimestamp']!r}") from None
+                                  f"{status['expirationTimestamp']!r}")
+        expires = stamp.timestamp()
     return ExecCredential(token, expires, cert.encode() if cert else None,
                           key.encode() if key else None)
 
 
+_private_dir: str | None = None
+
+
 def write_private(content: bytes, name: str) -> str:
     """`content` in a file only this process's user can read, removed at exit (TLS
-    libraries load certificates and keys from files)."""
+    libraries load certificates and keys from files). Named by its content, so that
+    reading the same kubeconfig again (each kopf login does) reuses the file."""
     global _private_dir
     if _private_dir is None:
         _private_dir = tempfile.mkdtemp(prefix="gcpcall-kubeconfig-")
         atexit.register(shutil.rmtree, _private_dir, True)
-    fd, path = tempfile.mkstemp(dir=_private_dir, suffix="-" + name)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
+    path = os.path.join(_private_dir, f"{hashlib.sha256(content).hexdigest()[:32]}-{name}")
+    if not os.path.exists(path):
+        fd, staged = tempfile.mkstemp(dir=_private_dir)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(staged, path)  # whole or not at all, for a concurrent reader
     return path
-
-
-_private_dir: str | None = None
 
 
 def _cluster_info(cluster: Mapping[str, Any]) -> dict[str, Any]:
