@@ -12,6 +12,9 @@ import asyncio
 import datetime
 import logging
 from collections import deque
+from collections.abc import Sequence
+
+import aiohttp
 
 from gcpcall.kube import KubeClient, KubeError, ObjectRef
 from gcpcall.observe.metrics import EVENTS_DROPPED
@@ -30,12 +33,18 @@ class EventRecorder:
     created at once would otherwise send a thousand event writes to the API server in the
     same second as their reconciles. A burst's events trail by seconds instead. At most
     `backlog` wait; beyond that the oldest are dropped (counted in
-    `gcpcall_events_dropped_total` and logged).
+    `gcpcall_events_dropped_total` and logged). A post the API server could not take (it
+    is restarting or unreachable: a 5xx, a 429, a connection error) is tried again after
+    `retry_delays`, as client-go's recorder does, so that an outage does not leave objects
+    without their `Created` event; an event still not posted then is dropped, counted and
+    logged once.
     """
 
     def __init__(self, kube: KubeClient, component: str = "gcpcall-operator", *,
-                 per_second: float = 25.0, burst: int = 100, backlog: int = 10_000) -> None:
+                 per_second: float = 25.0, burst: int = 100, backlog: int = 10_000,
+                 retry_delays: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0)) -> None:
         self.kube = kube
+        self._retry_delays = tuple(retry_delays)
         self.component = component
         self._bucket = TokenBucket(rate=per_second, burst=burst)
         self._waiting: deque[tuple[ObjectRef, str, str, str]] = deque()
@@ -94,6 +103,10 @@ class EventRecorder:
         if self._waiting:
             log.warning("shutting down with %d events not posted", len(self._waiting))
         if self._pending:
+            # posts still in flight, or waiting out an outage: the process is stopping
+            log.warning("shutting down with %d events being posted", len(self._pending))
+            for task in self._pending:
+                task.cancel()
             await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
@@ -118,7 +131,22 @@ class EventRecorder:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            await self.kube.create_event(ref.namespace, body)
-        except (KubeError, OSError) as e:
-            log.warning("could not post event %s: %s", reason, e, extra={"object": ref})
+        for delay in (*self._retry_delays, None):
+            try:
+                await self.kube.create_event(ref.namespace, body)
+                return
+            except (KubeError, OSError, aiohttp.ClientError) as e:
+                if delay is not None and _transient(e):
+                    await asyncio.sleep(delay)
+                    continue
+                EVENTS_DROPPED.inc()
+                log.warning("could not post event %s: %s", reason, e, extra={"object": ref})
+                return
+
+
+def _transient(error: Exception) -> bool:
+    """An API server that may take the post a little later (restarting, overloaded,
+    unreachable), unlike one that refused the event itself."""
+    if isinstance(error, KubeError):
+        return error.status == 429 or error.status >= 500
+    return True

@@ -100,5 +100,6 @@ LEADER = Gauge(
     "election is off), 0 while it stands by",
 )
 EVENTS_DROPPED = Counter(
-    "gcpcall_events_dropped_total", "Events not posted because the backlog was full"
+    "gcpcall_events_dropped_total",
+    "Events not posted: the backlog was full, or the API server did not take them after retries"
 )
