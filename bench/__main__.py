@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--writes-n", type=int, default=300)
     parser.add_argument("--p8-fires", type=int, default=200,
                         help="p8: fires of each job (more fires: a steadier median)")
+    parser.add_argument("--p8-gap", type=float, default=0.0,
+                        help="p8: seconds between one fire's end and the next fire")
     parser.add_argument("--p10-seconds", type=float, default=600.0,
                         help="how long each followed operation runs")
     parser.add_argument("--objects", type=int, default=10_000, help="scale: objects per side")
@@ -70,7 +72,7 @@ def main() -> int:
         from bench import bench_relay
 
         if "p8" in args.which:
-            print("P8", json.dumps(bench_relay.p8(s, args.p8_fires)), flush=True)
+            print("P8", json.dumps(bench_relay.p8(s, args.p8_fires, args.p8_gap)), flush=True)
         for name in ("p9", "r6"):
             if name in args.which:
                 print(name.upper(), json.dumps(getattr(bench_relay, name)(s)), flush=True)

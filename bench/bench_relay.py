@@ -150,7 +150,10 @@ def rss_mb(pid: int) -> float:
 
 # --- P8 ---------------------------------------------------------------------------------
 
-def p8(s: Stack, n: int = 30) -> dict[str, float]:
+def p8(s: Stack, n: int = 30, gap: float = 0.0) -> dict[str, float]:
+    """`gap`: a pause after each fire, so the next one does not meet the operator still
+    handling the watch event of the previous Relay run's status write (a real job fires
+    minutes apart); 0 fires back to back."""
     ns = s.namespace("p8")
     target = Arrivals()
     api = k8s_client.CustomObjectsApi(s.api)
@@ -174,8 +177,10 @@ def p8(s: Stack, n: int = 30) -> dict[str, float]:
                     arrived = target.first.pop(f"/p8/{kind}")
                 if i >= 2:
                     delays[kind].append(arrived - start)
+                if gap:
+                    time.sleep(gap)
     direct, relay = statistics.median(delays["direct"]), statistics.median(delays["relay"])
-    return {"fires_each": n, "direct_median_ms": direct * 1000,
+    return {"fires_each": n, "gap_s": gap, "direct_median_ms": direct * 1000,
             "relay_median_ms": relay * 1000, "ratio": relay / direct}
 
 

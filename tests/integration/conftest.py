@@ -97,6 +97,11 @@ class Emulator:
     def fault(self, method: str, code: str, rate: float = 1.0) -> None:
         self.admin("POST", "/faults", {"method": method, "code": code, "rate": rate})
 
+    def slow(self, method: str, seconds: float) -> None:
+        """Every `method` call takes `seconds` longer, and none fails."""
+        self.admin("POST", "/faults", {"method": method, "code": "UNAVAILABLE", "rate": 0.0,
+                                       "latency_seconds": seconds})
+
     def clear_faults(self) -> None:
         self.admin("DELETE", "/faults")
 

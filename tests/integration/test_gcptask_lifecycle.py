@@ -419,3 +419,39 @@ def test_a_blocked_deletion_is_released_with_abandon(
     assert task_exists(emulator, task_name)  # left to run, as Abandon says
     expect_events(gtask, namespace, "stuck", "DeletionBlocked", "Abandoned")
     emulator.tasks().delete_task(name=task_name)
+
+
+def test_a_slow_create_shows_creating_then_created(
+    gtask: Objects, namespace: str, emulator: Emulator
+) -> None:
+    make_queue(emulator, namespace)
+    emulator.slow("CreateTask", 8)
+    try:
+        gtask.create(namespace, sample("slow", namespace, f"/gtask/{namespace}/slow",
+                                       scheduleTime=later(600)))
+        obj = wait_ready(gtask, namespace, "slow", "Creating")
+        assert condition(obj, "Ready")["status"] == "False"
+        assert obj["status"]["phase"] == "Pending"
+    finally:
+        emulator.clear_faults()
+    obj = wait_ready(gtask, namespace, "slow", "Created")
+    assert obj["status"]["phase"] == "Queued"
+
+
+def test_a_delete_cloud_tasks_cannot_take_now_shows_deleting(
+    gtask: Objects, namespace: str, emulator: Emulator
+) -> None:
+    make_queue(emulator, namespace)
+    gtask.create(namespace, sample("going", namespace, f"/gtask/{namespace}/going",
+                                   scheduleTime=later(600)))
+    task_name = wait_phase(gtask, namespace, "going", "Queued")["status"]["taskName"]
+    emulator.fault("DeleteTask", "UNAVAILABLE")
+    try:
+        gtask.delete(namespace, "going")
+        obj = wait_ready(gtask, namespace, "going", "Deleting")
+        assert "UNAVAILABLE" in condition(obj, "Ready")["message"]
+        assert task_exists(emulator, task_name)
+    finally:
+        emulator.clear_faults()
+    gone(gtask, namespace, "going", timeout=60)
+    assert not task_exists(emulator, task_name)

@@ -423,7 +423,9 @@ def test_workload_identity_end_to_end(world: World, target: Target) -> None:
     world.sgc.create(world.a, scheduled_call("wi-job", "runner"))
     obj = wait_ready(world.sgc, world.a, "wi-job")
 
-    assert obj["status"]["identity"]["googleServiceAccount"] == a
+    # api.md/CRD: the ServiceAccount acted as and its Google account, as for a GcpTask
+    assert obj["status"]["identity"] == {"serviceAccountName": "runner",
+                                         "googleServiceAccount": a}
     job = emu.get_job(job_name(world.a, "wi-job"))
     assert job is not None
     assert job.http_target.oauth_token.service_account_email == a

@@ -222,24 +222,32 @@ def test_a_google_error_reads_as_google_wrote_it(relay: RelayWorld, sgc: Objects
     assert "not found" in run["message"].lower()
 
 
-def test_a_lost_answer_is_retried_without_a_second_call(relay: RelayWorld, sgc: Objects) -> None:
-    ns, path = relay.namespace, f"/relay/{relay.namespace}/once"
-    body = relayed("once", path)
+@pytest.mark.parametrize("history", [10, 0], ids=["history-10", "history-0"])
+def test_a_lost_answer_is_retried_without_a_second_call(
+    relay: RelayWorld, sgc: Objects, history: int
+) -> None:
+    """historyLimit 0 keeps no `runs` list, and the run is still found by its retry."""
+    name = f"once-{history}"
+    ns, path = relay.namespace, f"/relay/{relay.namespace}/{name}"
+    body = relayed(name, path)
     body["spec"]["retry"] = {"retryCount": 2, "minBackoffSeconds": 1, "maxBackoffSeconds": 1}
+    body["spec"]["historyLimit"] = history
     sgc.create(ns, body)
-    ready(sgc, ns, "once")
+    ready(sgc, ns, name)
     relay.emulator.admin("POST", "/dispatch/drop-responses", {"count": 1, "host": RELAY_HOST})
     try:
-        run_now(sgc, ns, "once", "first")
+        run_now(sgc, ns, name, "first")
         wait_for(lambda: relay.emulator.admin("GET", "/dispatch/drop-responses")["dropped"]
                  and len([a for a in relay.emulator.admin(
-                     "GET", f"/scheduler/attempts?job={ready(sgc, ns, 'once')['status']['jobName']}"
+                     "GET", f"/scheduler/attempts?job={ready(sgc, ns, name)['status']['jobName']}"
                  )["attempts"]]) >= 2, timeout=30, what="the retry after the lost answer")
     finally:
         relay.emulator.admin("DELETE", "/dispatch/drop-responses")
-    run = last_run(sgc, ns, "once", "the run", lambda r: r["result"] == "Succeeded")
+    run = last_run(sgc, ns, name, "the run", lambda r: r["result"] == "Succeeded")
     assert run["attempts"] == 1  # the retry was answered from status, without a call
     assert len(relay.target.received(path)) == 1
+    if history == 0:
+        assert "runs" not in (sgc.get(ns, name) or {})["status"]
 
 
 def test_a_relayed_task_ends_succeeded_or_failed_never_unknown(

@@ -91,3 +91,60 @@ def test_drift_that_cannot_be_put_back_is_reported_until_it_can(
         emulator.clear_faults()
     ready(sgc, namespace, "drift-denied")
     assert "/somewhere-else" not in client.get_job(name=name).http_target.uri
+
+
+def test_a_slow_create_shows_creating_then_up_to_date(
+    sgc: Objects, namespace: str, emulator: Emulator
+) -> None:
+    """api.md's `Creating`: written only when the Google write is slow enough to be seen
+    (here CreateJob takes 8 s), then replaced by UpToDate."""
+    emulator.slow("CreateJob", 8)
+    try:
+        sgc.create(namespace, sample("slow"))
+        obj = wait_for(lambda: (o := sgc.get(namespace, "slow")) and
+                       condition(o, "Ready").get("reason") == "Creating" and o,
+                       what="Ready=False/Creating while CreateJob is slow")
+        assert condition(obj, "Ready")["status"] == "False"
+        assert "jobName" not in obj["status"]
+    finally:
+        emulator.clear_faults()
+    assert ready(sgc, namespace, "slow")["status"]["jobName"]
+
+
+def test_a_slow_update_shows_updating(sgc: Objects, namespace: str, emulator: Emulator) -> None:
+    sgc.create(namespace, sample("slow-edit"))
+    ready(sgc, namespace, "slow-edit")
+    emulator.slow("UpdateJob", 8)
+    try:
+        sgc.patch(namespace, "slow-edit", {"spec": {"schedule": "7 * * * *"}})
+        wait_for(lambda: condition(sgc.get(namespace, "slow-edit"), "Ready").get("reason")
+                 == "Updating", what="Ready=False/Updating while UpdateJob is slow")
+    finally:
+        emulator.clear_faults()
+    obj = wait_for(lambda: (o := sgc.get(namespace, "slow-edit")) and
+                   o["status"].get("observedGeneration") == o["metadata"]["generation"] and
+                   condition(o, "Ready").get("reason") == "UpToDate" and o,
+                   what="the edit applied")
+    assert emulator.scheduler().get_job(name=obj["status"]["jobName"]).schedule == "7 * * * *"
+
+
+def test_a_delete_google_cannot_take_now_shows_deleting_and_finishes_later(
+    sgc: Objects, namespace: str, emulator: Emulator
+) -> None:
+    """`Deleting` (retrying by itself), not `DeletionBlocked` (a person must act), while
+    DeleteJob answers UNAVAILABLE; the job goes once Google answers again."""
+    sgc.create(namespace, sample("going"))
+    name = ready(sgc, namespace, "going")["status"]["jobName"]
+    emulator.fault("DeleteJob", "UNAVAILABLE", 1.0)
+    try:
+        sgc.delete(namespace, "going")
+        obj = wait_for(lambda: (o := sgc.get(namespace, "going")) and
+                       condition(o, "Ready").get("reason") == "Deleting" and o,
+                       what="Ready=False/Deleting")
+        assert "UNAVAILABLE" in condition(obj, "Ready")["message"]
+        assert "gcpcall.dev/finalizer" in obj["metadata"]["finalizers"]
+    finally:
+        emulator.clear_faults()
+    wait_for(lambda: sgc.get(namespace, "going") is None, timeout=60, what="deleted")
+    assert not [j for j in emulator.scheduler().list_jobs(parent=name.rsplit("/jobs/", 1)[0])
+                if j.name == name]

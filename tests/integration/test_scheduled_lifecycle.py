@@ -236,6 +236,30 @@ def test_scheduled_runs_are_recorded_with_their_result(
     assert times == sorted(times, reverse=True)
 
 
+def test_history_limit_zero_keeps_no_runs_but_reports_the_last_one(
+    sgc: Objects, namespace: str, emulator: Emulator, target: Target
+) -> None:
+    path = f"/runs0/{namespace}"
+    body = sample("runs0", historyLimit=0)
+    body["spec"]["target"]["uri"] = f"https://{TARGET_HOST}{path}"
+    body["spec"]["retry"] = {"retryCount": 0}
+    sgc.create(namespace, body)
+    job = ready(sgc, namespace, "runs0")["status"]["jobName"]
+    target.answer(path, 403)
+    fire(emulator, job)
+    obj = wait_for(lambda: (o := sgc.get(namespace, "runs0")) and
+                   condition(o, "LastRunSucceeded").get("reason") == "TargetError" and o,
+                   what="the failed run reported")
+    assert "runs" not in obj["status"]
+    assert obj["status"]["lastRun"]["result"] == "Failed"
+    fire(emulator, job)  # the target answers 200 again
+    obj = wait_for(lambda: (o := sgc.get(namespace, "runs0")) and
+                   condition(o, "LastRunSucceeded").get("reason") == "Succeeded" and o,
+                   what="the next run reported")
+    assert "runs" not in obj["status"]
+    assert obj["status"]["lastRun"]["code"] == 0
+
+
 def test_drift_is_corrected_with_an_event(
     sgc: Objects, namespace: str, emulator: Emulator
 ) -> None:

@@ -22,6 +22,7 @@ from gcpcall.api.status import (
     merge_runs,
     ready_condition,
     reconciler_part,
+    recorded_runs,
     run_from_job,
     runs_part,
     status_patch,
@@ -275,6 +276,33 @@ def test_lowering_history_limit_trims_existing_runs() -> None:
     status = sgc({"runs": runs}, lambda st: runs_part(Owner.SYNC, st, None, 2), now=at(9))
     assert [r["attemptTime"] for r in status["runs"]] == [format_time(at(4)), format_time(at(3))]
     assert status["lastRun"] == status["runs"][0]
+
+
+def test_history_limit_zero_keeps_no_list_but_the_newest_run() -> None:
+    """historyLimit 0: `runs` stays empty, while lastRun and LastRunSucceeded still say how
+    the newest run went, and that run is still found (the relay's at-most-once lookup)."""
+    status = sgc({}, lambda st: runs_part(Owner.SYNC, st, run(1), 0), now=at(2))
+    assert "runs" not in status
+    assert status["lastRun"]["attemptTime"] == format_time(at(1))
+    assert find_condition(status["conditions"], "LastRunSucceeded")["reason"] == "Succeeded"
+    assert recorded_runs(status) == [status["lastRun"]]
+    later = sgc(status, lambda st: runs_part(Owner.SYNC, st, run(3, RunResult.FAILED), 0),
+                now=at(4))
+    assert "runs" not in later
+    assert later["lastRun"]["attemptTime"] == format_time(at(3))
+    assert find_condition(later["conditions"], "LastRunSucceeded")["status"] == "False"
+    # lowering the limit to 0 empties the list and keeps lastRun
+    runs = merge_runs([], run(5), 10)
+    lowered = sgc({"runs": runs, "lastRun": runs[0]},
+                  lambda st: runs_part(Owner.SYNC, st, None, 0), now=at(6))
+    assert "runs" not in lowered
+    assert lowered["lastRun"] == runs[0]
+
+
+def test_recorded_runs_does_not_repeat_last_run() -> None:
+    runs = merge_runs(merge_runs([], run(1), 10), run(2), 10)
+    assert recorded_runs({"runs": runs, "lastRun": runs[0]}) == runs
+    assert recorded_runs({}) == []
 
 
 def test_last_run_request_is_echoed() -> None:

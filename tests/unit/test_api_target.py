@@ -260,13 +260,15 @@ def test_target_and_uri_are_required_and_typed() -> None:
     assert invalid_field(call_spec(target="https://x")) == "spec.target"
 
 
-def test_user_agent_is_refused_for_jobs_only() -> None:
-    """Cloud Scheduler replaces it (a value would be drift forever); Cloud Tasks keeps it."""
-    headers = [{"name": "User-Agent", "value": "my-agent"}]
+def test_user_agent_is_refused_for_both_kinds() -> None:
+    """Cloud Scheduler and Cloud Tasks both replace it ("Google-Cloud-Scheduler",
+    "Google-Cloud-Tasks"): a value would be drift forever, or dropped without a word."""
+    headers = [{"name": "user-agent", "value": "my-agent"}]
     assert invalid_field(with_target(call_spec(), headers=headers)) == (
         "spec.target.headers[0].name")
-    task = parse_gcp_task(with_target(task_spec(), headers=headers), DEFAULTS)
-    assert task.target.headers[0].name == "User-Agent"
+    with pytest.raises(InvalidSpec) as info:
+        parse_gcp_task(with_target(task_spec(), headers=headers), DEFAULTS)
+    assert info.value.field == "spec.target.headers[0].name"
 
 
 def test_cloud_tasks_headers_are_reserved_for_tasks() -> None:

@@ -107,12 +107,11 @@ def test_vanished_task_without_observed_success_is_unknown(dispatches: int) -> N
     assert result.finished
 
 
-def test_vanished_after_the_last_allowed_attempt_failed_is_failed() -> None:
+def test_vanished_after_as_many_failed_attempts_as_allowed_is_still_unknown() -> None:
+    """The failure read may be an earlier attempt's: Cloud Tasks deletes the task right
+    after its last response, which is never read (api.md: never guessed either way)."""
     status = task_fields(observed(3, code=14))
-    assert outcome(status, exists=False, max_attempts=3) == ("Failed", "False", "TargetError")
-    # Fewer attempts than allowed seen: a later one may have succeeded.
-    assert outcome(status, exists=False, max_attempts=5)[2] == "CompletedOutcomeUnknown"
-    assert outcome(status, exists=False, max_attempts=-1)[2] == "CompletedOutcomeUnknown"
+    assert outcome(status, exists=False) == ("Unknown", "Unknown", "CompletedOutcomeUnknown")
 
 
 def test_operation_outcomes_take_precedence() -> None:

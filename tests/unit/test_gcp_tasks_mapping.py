@@ -110,8 +110,8 @@ def test_observed_task_reader() -> None:
 def test_observed_queue_reader() -> None:
     running = tasks_v2.Queue(name="q", state=tasks_v2.Queue.State.RUNNING,
                              retry_config=tasks_v2.RetryConfig(max_attempts=3))
-    assert observed_queue(running) == ObservedQueue("q", paused=False, max_attempts=3)
+    assert observed_queue(running) == ObservedQueue("q", paused=False)
     paused = tasks_v2.Queue(name="q", state=tasks_v2.Queue.State.PAUSED,
                             retry_config=tasks_v2.RetryConfig(max_attempts=-1))
-    assert observed_queue(paused) == ObservedQueue("q", paused=True, max_attempts=None)
+    assert observed_queue(paused) == ObservedQueue("q", paused=True)
     assert observed_queue(tasks_v2.Queue(name="q")) == ObservedQueue("q")

@@ -42,6 +42,9 @@ MAX_SCHEDULE_AHEAD = timedelta(days=30)  # Cloud Tasks refuses schedule times fu
 _QUEUE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 # Cloud Tasks headers set by Google itself, refused like X-CloudScheduler* for jobs.
 _TASK_RESERVED_PREFIXES = ("x-cloudtasks",)
+# Cloud Tasks sends every HTTP task with "User-Agent: Google-Cloud-Tasks": a user value
+# would be dropped without a word (api.md: refused, as for jobs).
+_TASK_RESERVED_NAMES = frozenset({"user-agent"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ def parse_gcp_task(spec: Mapping[str, Any], ctx: Defaults) -> GcpTaskSpec:
     target = parse_target(opt_map(spec, "target", path), child(path, "target"),
                           templates=delivery is Delivery.RELAY,
                           allow_http=ctx.allow_http,
+                          extra_reserved_names=_TASK_RESERVED_NAMES,
                           extra_reserved_prefixes=_TASK_RESERVED_PREFIXES)
     schedule_time, delay = _parse_schedule(spec, path, ctx.now)
     deadline = opt_int(spec, "dispatchDeadlineSeconds", path, low=15, high=1800)

@@ -126,4 +126,3 @@ class ObservedQueue:
 
     name: str
     paused: bool = False
-    max_attempts: int | None = None  # None: unlimited (-1) or unknown

@@ -41,6 +41,7 @@ __all__ = [
     "parse_time",
     "ready_condition",
     "reconciler_part",
+    "recorded_runs",
     "run_from_job",
     "runs_part",
     "set_condition",
@@ -54,6 +55,9 @@ _DEADLINE_EXCEEDED = 4
 
 class ReadyReason(StrEnum):
     UP_TO_DATE = "UpToDate"
+    CREATING = "Creating"  # a create under way for longer than a moment (quota, slow Google)
+    UPDATING = "Updating"  # likewise for an update of an existing job
+    DELETING = "Deleting"  # a delete under way, retrying a transient failure
     PAUSED = "Paused"
     INVALID_SPEC = "InvalidSpec"
     IDENTITY_NOT_READY = "IdentityNotReady"
@@ -294,13 +298,26 @@ def job_part(job: ObservedJob) -> Part:
     })
 
 
+def recorded_runs(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every run the status still holds, newest first: `runs`, and `lastRun` when it is
+    not among them (`historyLimit: 0` keeps no list, but the newest run is still known)."""
+    kept = [dict(r) for r in status.get("runs") or ()]
+    last = status.get("lastRun")
+    if last and not any(_same_run(r, last) for r in kept):
+        kept.insert(0, dict(last))
+    return kept
+
+
 def runs_part(
     owner: Owner, current: Mapping[str, Any], run: RunRecord | None, history_limit: int
 ) -> Part:
     """The run owner's part (the sync in Direct delivery, the relay in Relay delivery):
-    `runs` with `run` merged in and trimmed to `history_limit`, `lastRun` = runs[0], and
-    LastRunSucceeded from it (NoRunYet before the first run)."""
-    kept = [dict(r) for r in current.get("runs") or ()]
-    runs = merge_runs(kept, run, history_limit) if run else kept[: max(history_limit, 0)]
-    fields: dict[str, Any] = {"runs": runs or None, "lastRun": runs[0] if runs else None}
-    return Part(owner, fields, (last_run_condition(runs[0] if runs else None),))
+    `runs` with `run` merged in and trimmed to `history_limit`, `lastRun` = the newest run
+    (kept even with `historyLimit: 0`, which only empties the list), and LastRunSucceeded
+    from it (NoRunYet before the first run)."""
+    kept = recorded_runs(current)
+    newest = merge_runs(kept, run, max(history_limit, 1)) if run else kept
+    last = newest[0] if newest else None
+    runs = newest[: max(history_limit, 0)]
+    fields: dict[str, Any] = {"runs": runs or None, "lastRun": last}
+    return Part(owner, fields, (last_run_condition(last),))

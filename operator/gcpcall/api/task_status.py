@@ -104,7 +104,6 @@ def task_outcome(
     *,
     created: bool,
     exists: bool,
-    max_attempts: int | None = None,
     queue_paused: bool = False,
     relay: bool = False,
 ) -> TaskOutcome:
@@ -116,7 +115,9 @@ def task_outcome(
     `status` carries what was observed over time (`lastAttempt`, `dispatchCount`,
     `operation` written by the relay, the previous `phase`); `created` says CreateTask
     succeeded (or answered ALREADY_EXISTS); `exists` says the last GET found the task.
-    `max_attempts` is the queue's retry limit when known (-1 or None: unknown/unlimited).
+    In Direct delivery a task gone after a failed attempt is Unknown even when the
+    attempts seem used up: Cloud Tasks deletes it right after its last response, so that
+    response is never read, and the one read may be an earlier attempt's (api.md).
     """
     st = status or {}
     previous = st.get("phase")
@@ -157,16 +158,11 @@ def task_outcome(
             ConditionStatus.UNKNOWN, TaskReason.RUNNING,
             f"{dispatches} attempt(s); " + (_describe(attempt) if attempt else "")))
     # Gone from Cloud Tasks: finished, one way or the other.
-    failed = attempt.get("code") not in (None, 0)
     if relay:
         seen = _describe(attempt) if attempt else "the relay received no attempt"
         return TaskOutcome(TaskPhase.FAILED, _cond(
             ConditionStatus.FALSE, TaskReason.TARGET_ERROR,
             f"Cloud Tasks finished the task without a successful call ({seen})"))
-    if failed and max_attempts is not None and 0 < max_attempts <= dispatches:
-        return TaskOutcome(TaskPhase.FAILED, _cond(
-            ConditionStatus.FALSE, TaskReason.TARGET_ERROR,
-            f"all {max_attempts} attempts failed; " + _describe(attempt)))
     seen = _describe(attempt) if attempt else "no attempt was observed"
     return TaskOutcome(TaskPhase.UNKNOWN, _cond(
         ConditionStatus.UNKNOWN, TaskReason.COMPLETED_OUTCOME_UNKNOWN,
@@ -198,7 +194,6 @@ def outcome_part(
     created: bool,
     exists: bool,
     attempt: ObservedAttempt | None = None,
-    max_attempts: int | None = None,
     queue_paused: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> Part:
@@ -220,7 +215,7 @@ def outcome_part(
             new = {**old, **new}  # a later read of the same attempt: keep what it said
         fields["lastAttempt"] = new
         merged["lastAttempt"] = new
-    outcome = task_outcome(merged, created=created, exists=exists, max_attempts=max_attempts,
+    outcome = task_outcome(merged, created=created, exists=exists,
                            queue_paused=queue_paused, relay=owner is Owner.RELAY)
     fields["phase"] = outcome.phase.value
     if outcome.finished and not merged.get("completionTime"):

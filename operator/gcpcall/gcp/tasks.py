@@ -10,8 +10,6 @@ not done here: errors go up to the one classifier (`gcp.errors`).
 
 from __future__ import annotations
 
-import dataclasses
-
 import grpc
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
@@ -91,21 +89,11 @@ class TasksAdapter:
         )
 
     async def get_queue(self, name: str, identity: GoogleIdentity) -> ObservedQueue | None:
-        """The queue's state and attempt limit; None when it does not exist."""
+        """The queue's state; None when it does not exist."""
         queue = await self._call.or_none(
             "GetQueue", name, "api",
             lambda: self._client.get_queue(
                 name=name, retry=None, timeout=_TIMEOUT, metadata=identity.grpc_metadata()
             ),
         )
-        if queue is None:
-            return None
-        observed = observed_queue(queue)
-        retry = queue.retry_config
-        if "retry_config" in queue and "max_retry_duration" in retry and (
-            retry.max_retry_duration.total_seconds() > 0
-        ):
-            # Cloud Tasks stops only when max_attempts AND max_retry_duration are both used
-            # up, so the attempt count alone does not say an attempt was the last one.
-            observed = dataclasses.replace(observed, max_attempts=None)
-        return observed
+        return None if queue is None else observed_queue(queue)

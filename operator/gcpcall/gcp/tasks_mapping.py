@@ -79,10 +79,7 @@ def observed_task(task: tasks_v2.Task) -> ObservedTask:
 
 
 def observed_queue(queue: tasks_v2.Queue) -> ObservedQueue:
-    max_attempts = int(queue.retry_config.max_attempts) if "retry_config" in queue else 0
     return ObservedQueue(
         name=queue.name,
         paused=queue.state in (tasks_v2.Queue.State.PAUSED, tasks_v2.Queue.State.DISABLED),
-        # -1 is unlimited; 0 (unset) means Google's default, which we do not assume.
-        max_attempts=max_attempts if max_attempts > 0 else None,
     )

@@ -39,6 +39,7 @@ from gcpcall.reconcile.objects import (
     ready_reason,
 )
 from gcpcall.reconcile.outcome import Outcome
+from gcpcall.reconcile.progress import deletion_reason, reporting_if_slow
 from gcpcall.reconcile.relay_target import RelayUnavailable, relay_target
 from gcpcall.reconcile.status_writer import Contribute, Written
 from gcpcall.reconcile.task_events import post_transitions
@@ -65,7 +66,7 @@ def _ttl(obj: ObjectView) -> int | None:
 
 async def _write(
     obj: ObjectView, deps: Deps, reason: ReadyReason, message: str, *,
-    created: bool = False, task: ObservedTask | None = None, max_attempts: int | None = None,
+    created: bool = False, task: ObservedTask | None = None,
     queue_paused: bool = False, **fields: Any,
 ) -> Written | None:
     """Ready (and what was created), with the outcome owner's phase for that moment, in
@@ -79,7 +80,7 @@ async def _write(
     parts.append(lambda status: outcome_part(
         owner, status, now=now, created=created, exists=task is not None,
         attempt=task.last_attempt if task is not None and not obj.relay else None,
-        max_attempts=max_attempts, queue_paused=queue_paused))
+        queue_paused=queue_paused))
     deps.status.seen(obj.ref, obj.body or {})
     written = await deps.status.write(obj.ref, obj.relay, *parts)
     post_transitions(deps.events, obj.ref, written)
@@ -212,14 +213,16 @@ async def _create_and_report(
 ) -> tuple[ObservedTask | None, bool, Written | None]:
     """Create the task once, then write the status that says so: (task, fresh, written)."""
     try:
-        task, fresh = await _create_once(deps, desired, identity)
+        task, fresh = await reporting_if_slow(
+            _create_once(deps, desired, identity),
+            lambda: _write(obj, deps, ReadyReason.CREATING,
+                           f"creating Cloud Task {desired.name}"))
     except Exception as exc:  # every Google error ends up in status, classified once
         raise _CreateFailed(exc) from exc
     queue = await deps.queues.get(spec.queue_name, identity)
     message = f"the task exists in Cloud Tasks queue {spec.queue_name}"
     written = await _write(
         obj, deps, ReadyReason.CREATED, message, created=True, task=task,
-        max_attempts=queue.max_attempts if queue else None,
         queue_paused=bool(queue and queue.paused),
         task_name=desired.name, identity=_identity_status(spec, identity),
     )
@@ -347,11 +350,12 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         deleted = await deps.tasks.delete_task(str(name), identity)
     except Exception as exc:
         message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
+        reason = deletion_reason(exc)
         deps.status.seen(obj.ref, obj.body or {})
         written = await deps.status.write(obj.ref, obj.relay, reconciler_part(
-            ready_condition(ReadyReason.DELETION_BLOCKED, message), generation=obj.generation))
+            ready_condition(reason, message), generation=obj.generation))
         if written is not None:
-            deps.events.warning(obj.ref, "DeletionBlocked", message)
+            deps.events.warning(obj.ref, reason.value, message)
         return Outcome.retry_deletion()
     if deleted:
         deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Task {name}")

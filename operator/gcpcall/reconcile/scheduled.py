@@ -44,6 +44,7 @@ from gcpcall.reconcile.objects import (
     identity_key,
 )
 from gcpcall.reconcile.outcome import Outcome
+from gcpcall.reconcile.progress import deletion_reason, reporting_if_slow
 from gcpcall.reconcile.relay_target import RelayUnavailable, relay_target
 from gcpcall.reconcile.status_writer import Contribute
 from gcpcall.reconcile.tracked import Tracked
@@ -102,9 +103,16 @@ def _runs_part(obj: ObjectView, history_limit: int) -> Contribute:
     return lambda status: runs_part(owner, status, None, history_limit)
 
 
-def _identity_status(job: Job, identity: GoogleIdentity) -> dict[str, str]:
+def _identity_status(job: Job, spec: ScheduledCallSpec,
+                     identity: GoogleIdentity) -> dict[str, str]:
+    """The Kubernetes ServiceAccount acted as (after defaults) and its Google account."""
+    out: dict[str, str] = {}
+    if spec.service_account_name:
+        out["serviceAccountName"] = spec.service_account_name
     email = identity.email or token_email(job)
-    return {"googleServiceAccount": email} if email else {}
+    if email:
+        out["googleServiceAccount"] = email
+    return out
 
 
 async def reconcile_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
@@ -181,8 +189,12 @@ async def _apply(
 ) -> Job:
     """The Google writes a reconcile needs, then the status that reports them."""
     known = deps.status.known(obj.ref, obj.status).get("jobName") == desired.name
-    job = await deps.converger.converge(obj.ref, desired, spec.paused, identity,
-                                        actual=UNKNOWN, known=known)
+    progress = ReadyReason.UPDATING if known else ReadyReason.CREATING
+    job = await reporting_if_slow(
+        deps.converger.converge(obj.ref, desired, spec.paused, identity, actual=UNKNOWN,
+                                known=known),
+        lambda: _report(obj, deps, reconciler_part(ready_condition(
+            progress, f"writing Cloud Scheduler job {desired.name}"))))
     await _retire_moved_job(obj, deps, job.name, identity)
     job, requested = await _run_if_requested(obj, deps, job, identity)
     observed = observed_job(job)
@@ -190,7 +202,7 @@ async def _apply(
     message = "the job is paused" if spec.paused else "the Cloud Scheduler job matches the spec"
     parts = [
         _ready_part(reason, message, obj, job_name=job.name,
-                    identity=_identity_status(job, identity),
+                    identity=_identity_status(job, spec, identity),
                     last_run_request=requested),
         job_part(observed),
     ]
@@ -303,8 +315,9 @@ async def delete_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         deleted = await deps.scheduler.delete_job(str(job_name), identity)
     except Exception as exc:
         message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
-        await _report(obj, deps, _ready_part(ReadyReason.DELETION_BLOCKED, message, obj))
-        deps.events.warning(obj.ref, "DeletionBlocked", message)
+        reason = deletion_reason(exc)
+        await _report(obj, deps, _ready_part(reason, message, obj))
+        deps.events.warning(obj.ref, reason.value, message)
         return Outcome.retry_deletion()
     if deleted:
         deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Scheduler job {job_name}")

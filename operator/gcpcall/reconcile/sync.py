@@ -26,6 +26,7 @@ from gcpcall.api.status import (
     job_part,
     ready_condition,
     reconciler_part,
+    recorded_runs,
     run_from_job,
     runs_part,
 )
@@ -350,7 +351,7 @@ class ScheduledSync(BackgroundLoop):
         def runs(status: Any) -> Part:
             record = run
             if record is not None:
-                seen = next((r for r in status.get("runs") or []
+                seen = next((r for r in recorded_runs(status)
                              if r.get("attemptTime") == record.to_status()["attemptTime"]), None)
                 if seen is not None and seen.get("code") == record.code:
                     record = None  # already recorded; keep the entry as first written

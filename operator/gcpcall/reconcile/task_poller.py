@@ -92,8 +92,7 @@ class _Shared:
 
 
 def observe_parts(
-    relay: bool, task: ObservedTask | None, *, now: Any, max_attempts: int | None = None,
-    queue_paused: bool = False,
+    relay: bool, task: ObservedTask | None, *, now: Any, queue_paused: bool = False,
 ) -> list[Part | Callable[[Mapping[str, Any]], Part]]:
     """What one read of a task (None: it is gone) adds to the status: the poller's read
     fields and, in Direct delivery, the outcome; in Relay delivery the relay's outcome
@@ -109,7 +108,7 @@ def observe_parts(
     parts.append(lambda status: outcome_part(
         Owner.POLLER, status, now=now, created=True, exists=exists,
         attempt=task.last_attempt if task is not None else None,
-        max_attempts=max_attempts, queue_paused=queue_paused))
+        queue_paused=queue_paused))
     return parts
 
 
@@ -349,22 +348,17 @@ class TaskPoller(BackgroundLoop):
         if self._watched.get(w.ref.uid) is not w:
             return  # forgotten (deleted) or replaced while the read was out
         w.resumed = False  # read since the restart: a restart's list is older than this
-        current = self.status.known(w.ref)
-        max_attempts: int | None = None
         paused = False
-        # The queue's state matters only to say "paused" for a due task that waits, and
-        # to tell a last failed attempt (Failed) from one with attempts left (Unknown).
+        # The queue's state matters only to say "paused" for a due task that waits.
         overdue = (task is not None and task.dispatch_count == 0
                    and (task.schedule_time is None or task.schedule_time <= self.clock.now()))
-        gone_after_attempts = task is None and int(current.get("dispatchCount") or 0) > 0
-        if not w.relay and (overdue or gone_after_attempts):
+        if not w.relay and overdue:
             queue = await self.queues.get(w.queue, identity)
-            max_attempts = queue.max_attempts if queue else None
             paused = bool(queue and queue.paused)
         try:
             written = await self.status.write(
                 w.ref, w.relay, *observe_parts(w.relay, task, now=self.clock.now(),
-                                               max_attempts=max_attempts, queue_paused=paused))
+                                               queue_paused=paused))
         except Exception as exc:  # the API server is unreachable or refused: later
             log.warning("status not written: %s", classify(exc).message,
                         extra={"object": w.ref})

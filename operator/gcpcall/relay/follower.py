@@ -26,7 +26,7 @@ from gcpcall.api.operations import OperationState, read_state
 from gcpcall.api.ownership import Owner, Part
 from gcpcall.api.relay_runs import finished, schedule_time_header
 from gcpcall.api.scheduled_call import ScheduledCallSpec, parse_scheduled_call
-from gcpcall.api.status import runs_part
+from gcpcall.api.status import recorded_runs, runs_part
 from gcpcall.api.target import OAuthToken
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
 from gcpcall.gcp.calls import project_of
@@ -130,7 +130,7 @@ class OperationFollower(BackgroundLoop):
         status = obj.status
         if obj.ref.kind == "ScheduledGcpCall":
             pending = [(str(r.get("scheduleTime") or ""), r.get("operation") or {})
-                       for r in status.get("runs") or ()
+                       for r in recorded_runs(status)
                        if r.get("result") == "Running" and (r.get("operation") or {})
                        .get("pollUrl")]
         elif status.get("phase") not in TERMINAL_PHASES and (status.get("operation") or {}).get(
@@ -219,7 +219,7 @@ class OperationFollower(BackgroundLoop):
                   else "Succeeded")
         if p.ref.kind == "ScheduledGcpCall":
             def part(status: Mapping[str, Any]) -> Part:
-                run = next((r for r in status.get("runs") or ()
+                run = next((r for r in recorded_runs(status)
                             if str(r.get("scheduleTime") or "") == p.run_key), None)
                 if run is None or run.get("result") != "Running":
                     return Part(Owner.RELAY)  # trimmed away, or ended already

@@ -46,7 +46,7 @@ from gcpcall.api.relay_runs import (
 )
 from gcpcall.api.request import resolve_request
 from gcpcall.api.scheduled_call import ScheduledCallSpec
-from gcpcall.api.status import OperationRecord, runs_part
+from gcpcall.api.status import OperationRecord, recorded_runs, runs_part
 from gcpcall.api.task_status import TERMINAL_PHASES, outcome_part
 from gcpcall.api.templates import RunContext, render_request, uses_run_id
 from gcpcall.gcp.errors import classify
@@ -226,7 +226,7 @@ class Relay:
         schedule_time = scheduled or now.replace(microsecond=0)
         # A new scheduled execution (the common case) has no run yet: found without
         # decoding the object's status, which holds up to `historyLimit` runs.
-        previous = (find_run(self.deps.status.known(obj.ref, obj.status).get("runs"),
+        previous = (find_run(recorded_runs(self.deps.status.known(obj.ref, obj.status)),
                              schedule_time)
                     if self.deps.status.may_hold(obj.ref, format_time(schedule_time))
                     else None)
@@ -250,7 +250,7 @@ class Relay:
         deadline = done + datetime.timedelta(seconds=timeout)
 
         def part(status: Mapping[str, Any]) -> Part:
-            before = find_run(status.get("runs"), schedule_time)
+            before = find_run(recorded_runs(status), schedule_time)
             record = relay_run(before, uid=obj.ref.uid, schedule_time=schedule_time, now=done,
                                outcome=outcome, host=spec.target.host, request=request_record)
             if isinstance(found, str):
@@ -267,7 +267,7 @@ class Relay:
 
         written = await self._record(obj, part)
         if isinstance(found, Found) and written:
-            run = find_run(self.deps.status.known(obj.ref).get("runs"), schedule_time)
+            run = find_run(recorded_runs(self.deps.status.known(obj.ref)), schedule_time)
             if run is not None and run.get("result") == "Running":
                 self._follow(obj, spec, found, format_time(schedule_time), deadline, done)
         return self._answer(outcome)
