@@ -43,24 +43,14 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from kubernetes import client as k8s_client
 
+from bench import outages
 from bench.bench_tasks import QUEUE, an_hour_ahead, spec
-from bench.harness import CLUSTER, LOCATION, PROJECT, Stack, wait_for
+from bench.harness import CLUSTER, GROUP, LOCATION, PROJECT, VERSION, Stack, call, wait_for
 
 __all__ = ["run"]
 
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
-GROUP, VERSION = "gcpcall.dev", "v1alpha1"
 SCHEDULER = "CloudScheduler"
-
-
-def call(name: str, project: str | None = None) -> dict[str, Any]:
-    """A ScheduledGcpCall that never falls due (in `project`, else the namespace's)."""
-    spec: dict[str, Any] = {"schedule": "0 0 1 1 *", "timeZone": "Etc/UTC",
-                            "target": {"uri": "https://example.com/hook", "method": "POST"}}
-    if project is not None:
-        spec["project"] = project
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledGcpCall",
-            "metadata": {"name": name}, "spec": spec}
 
 
 def _task(name: str) -> dict[str, Any]:
@@ -259,8 +249,6 @@ def run(s: Stack, parts: tuple[str, ...] = ("r1", "r2", "r2b"), r1_calls: int = 
         out["R2"] = r2(s, r2_calls)
     if "r2b" in parts:
         out["R2b"] = r2b(s, r2b_calls, r2b_outage, r2b_projects)
-    from bench import outages  # it builds its objects with `call` from here
-
     if "r3" in parts:
         out["R3"] = outages.r3(s, r3_calls)
     if "r7" in parts:

@@ -28,6 +28,18 @@ from gcpcall.demo import process, wait_for_admission
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".bin"
 PROJECT, LOCATION, CLUSTER = "bench-project", "us-central1", "bench"
+GROUP, VERSION = "gcpcall.dev", "v1alpha1"
+
+
+def call(name: str, project: str | None = None) -> dict[str, Any]:
+    """A ScheduledGcpCall that never falls due (in `project`, else the namespace's): the
+    chaos and outage benches' object."""
+    spec: dict[str, Any] = {"schedule": "0 0 1 1 *", "timeZone": "Etc/UTC",
+                            "target": {"uri": "https://example.com/hook", "method": "POST"}}
+    if project is not None:
+        spec["project"] = project
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledGcpCall",
+            "metadata": {"name": name}, "spec": spec}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,

@@ -38,8 +38,7 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from bench.chaos import GROUP, VERSION, call
-from bench.harness import BIN, PROJECT, REPO, Stack, wait_for
+from bench.harness import BIN, GROUP, PROJECT, REPO, VERSION, Stack, call, wait_for
 from gcpcall.demo import wait_for_admission
 
 __all__ = ["r3", "r7"]
