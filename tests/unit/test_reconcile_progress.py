@@ -10,7 +10,7 @@ from google.api_core import exceptions as gexc
 
 from gcpcall.api.status import ReadyReason
 from gcpcall.gcp.identity import IdentityNotReady
-from gcpcall.reconcile.progress import deletion_reason, reporting_if_slow
+from gcpcall.reconcile.progress import deletion_failure, reporting_if_slow
 
 
 class Reports:
@@ -98,6 +98,8 @@ async def test_cancelling_the_caller_cancels_the_write() -> None:
     (gexc.PermissionDenied("no"), ReadyReason.DELETION_BLOCKED),
     (IdentityNotReady("ServiceAccount", "no GSA annotation"), ReadyReason.DELETION_BLOCKED),
 ])
-def test_deletion_reason(exc: Exception, reason: ReadyReason) -> None:
-    assert deletion_reason(exc) is reason
+def test_deletion_failure(exc: Exception, reason: ReadyReason) -> None:
+    got, message = deletion_failure(exc)
+    assert got is reason
+    assert message  # the classifier's message (the identity step's for IdentityNotReady)
 

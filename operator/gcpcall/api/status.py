@@ -298,14 +298,15 @@ def job_part(job: ObservedJob) -> Part:
     })
 
 
-def recorded_runs(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+def recorded_runs(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Every run the status still holds, newest first: `runs`, and `lastRun` when it is
-    not among them (`historyLimit: 0` keeps no list, but the newest run is still known)."""
-    kept = [dict(r) for r in status.get("runs") or ()]
+    not among them (`historyLimit: 0` keeps no list, but the newest run is still known).
+    The status's own entries, not copies: read them, never change them."""
+    runs: list[Mapping[str, Any]] = list(status.get("runs") or ())
     last = status.get("lastRun")
-    if last and not any(_same_run(r, last) for r in kept):
-        kept.insert(0, dict(last))
-    return kept
+    if last and not any(_same_run(r, last) for r in runs):
+        runs.insert(0, last)
+    return runs
 
 
 def runs_part(
@@ -315,7 +316,7 @@ def runs_part(
     `runs` with `run` merged in and trimmed to `history_limit`, `lastRun` = the newest run
     (kept even with `historyLimit: 0`, which only empties the list), and LastRunSucceeded
     from it (NoRunYet before the first run)."""
-    kept = recorded_runs(current)
+    kept = [dict(r) for r in recorded_runs(current)]
     newest = merge_runs(kept, run, max(history_limit, 1)) if run else kept
     last = newest[0] if newest else None
     runs = newest[: max(history_limit, 0)]

@@ -39,7 +39,7 @@ from gcpcall.reconcile.objects import (
     ready_reason,
 )
 from gcpcall.reconcile.outcome import Outcome
-from gcpcall.reconcile.progress import deletion_reason, reporting_if_slow
+from gcpcall.reconcile.progress import deletion_failure, reporting_if_slow
 from gcpcall.reconcile.relay_target import RelayUnavailable, relay_target
 from gcpcall.reconcile.status_writer import Contribute, Written
 from gcpcall.reconcile.task_events import post_transitions
@@ -349,14 +349,13 @@ async def delete_gcp_task(obj: ObjectView, deps: Deps) -> Outcome:
         identity = await deps.identities.resolve(obj.ref.namespace, ksa)
         deleted = await deps.tasks.delete_task(str(name), identity)
     except Exception as exc:
-        message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
-        reason = deletion_reason(exc)
+        reason, message = deletion_failure(exc)
         deps.status.seen(obj.ref, obj.body or {})
         written = await deps.status.write(obj.ref, obj.relay, reconciler_part(
             ready_condition(reason, message), generation=obj.generation))
         if written is not None:
             deps.events.warning(obj.ref, reason.value, message)
-        return Outcome.retry_deletion()
+        return Outcome.retry_deletion(reason.value)
     if deleted:
         deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Task {name}")
     deps.status.forget(obj.ref)

@@ -45,8 +45,8 @@ class Outcome:
         return cls(_SLOW * (0.8 + 0.4 * random.random()), reason)  # noqa: S311 - jitter
 
     @classmethod
-    def retry_deletion(cls) -> Outcome:
-        return cls(_DELETION, "DeletionBlocked")
+    def retry_deletion(cls, reason: str) -> Outcome:
+        return cls(_DELETION, reason)
 
     @classmethod
     def retry(cls, c: _Classified, service: Recovery | None = None) -> Outcome:

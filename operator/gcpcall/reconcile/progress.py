@@ -20,7 +20,7 @@ from gcpcall.api.status import ReadyReason
 from gcpcall.gcp.errors import classify
 from gcpcall.gcp.identity import IdentityNotReady
 
-__all__ = ["SLOW_WRITE_SECONDS", "deletion_reason", "reporting_if_slow"]
+__all__ = ["SLOW_WRITE_SECONDS", "deletion_failure", "reporting_if_slow"]
 
 T = TypeVar("T")
 
@@ -50,12 +50,12 @@ async def reporting_if_slow(
             task.cancel()
 
 
-def deletion_reason(exc: Exception) -> ReadyReason:
-    """A delete that failed: `Deleting` while retrying alone can fix it (Google
-    unavailable, a quota: the classifier's GcpError), `DeletionBlocked` when a person must
-    act (permission, identity, a refusal)."""
+def deletion_failure(exc: Exception) -> tuple[ReadyReason, str]:
+    """The Ready reason and message of a delete that failed: `Deleting` while retrying
+    alone can fix it (Google unavailable, a quota: the classifier's GcpError),
+    `DeletionBlocked` when a person must act (permission, identity, a refusal)."""
     if isinstance(exc, IdentityNotReady):
-        return ReadyReason.DELETION_BLOCKED
+        return ReadyReason.DELETION_BLOCKED, str(exc)
     c = classify(exc)
     transient = c.retryable and c.reason == ReadyReason.GCP_ERROR.value
-    return ReadyReason.DELETING if transient else ReadyReason.DELETION_BLOCKED
+    return (ReadyReason.DELETING if transient else ReadyReason.DELETION_BLOCKED), c.message

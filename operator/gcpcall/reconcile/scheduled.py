@@ -44,7 +44,7 @@ from gcpcall.reconcile.objects import (
     identity_key,
 )
 from gcpcall.reconcile.outcome import Outcome
-from gcpcall.reconcile.progress import deletion_reason, reporting_if_slow
+from gcpcall.reconcile.progress import deletion_failure, reporting_if_slow
 from gcpcall.reconcile.relay_target import RelayUnavailable, relay_target
 from gcpcall.reconcile.status_writer import Contribute
 from gcpcall.reconcile.tracked import Tracked
@@ -314,11 +314,10 @@ async def delete_scheduled_call(obj: ObjectView, deps: Deps) -> Outcome:
         identity = await deps.identities.resolve(obj.ref.namespace, ksa)
         deleted = await deps.scheduler.delete_job(str(job_name), identity)
     except Exception as exc:
-        message = str(exc) if isinstance(exc, IdentityNotReady) else classify(exc).message
-        reason = deletion_reason(exc)
+        reason, message = deletion_failure(exc)
         await _report(obj, deps, _ready_part(reason, message, obj))
         deps.events.warning(obj.ref, reason.value, message)
-        return Outcome.retry_deletion()
+        return Outcome.retry_deletion(reason.value)
     if deleted:
         deps.events.normal(obj.ref, "Deleted", f"deleted Cloud Scheduler job {job_name}")
     deps.status.forget(obj.ref)
